@@ -1,0 +1,17 @@
+"""Errors that carry a message meant for the user: what is wrong and how to fix it."""
+
+
+class HetsflError(Exception):
+    """Base class: the message says what is wrong and how to fix it."""
+
+
+class ConfigError(HetsflError):
+    """A configuration file or value is invalid."""
+
+
+class InfeasibleError(HetsflError):
+    """No split/bandwidth allocation satisfies the constraints; the message names the device(s)."""
+
+
+class DataError(HetsflError):
+    """A dataset is missing or corrupt."""
