@@ -43,7 +43,7 @@ def validate_config(config: dict) -> dict:
     schema = load_schema()
     cfg = copy.deepcopy(config)
     _fill_defaults(cfg, schema)
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []

@@ -1,0 +1,43 @@
+# hetsfl: scenario -> profile -> problem -> optimize -> tables -> train -> reports.
+# Run: snakemake --cores all   (config/config.yaml is the embedded default; --configfile to change it)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/scenario.smk"
+include: "workflow/rules/profile.smk"
+include: "workflow/rules/optimize.smk"
+include: "workflow/rules/train.smk"
+
+
+localrules:
+    all,
+    optimize_all,
+    train_all,
+    scenario,
+    problem,
+    optimize,
+    scenario_table,
+    sweep_table,
+
+
+rule all:
+    input:
+        optimisation_targets(),
+        train_targets(),
+    default_target: True
+
+
+rule optimize_all:
+    input:
+        optimisation_targets(),
+
+
+rule train_all:
+    input:
+        train_targets(),

@@ -1,0 +1,220 @@
+"""The optimisation problem: reading, validating and deriving the per-device, per-split terms.
+
+The JSON format (system model section 8) is documented by schemas/problem.schema.json. ``Problem`` holds
+the data as arrays; ``Problem.terms`` gives the computing time A[n, s] and the bits U[n, s] of every device
+for every cut s = 1..L (column s-1); ``Problem.candidates`` the allowed split points per device after the
+memory limit and the privacy floor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+
+from hetsfl.channel import snr_bandwidth
+from hetsfl.errors import ConfigError, InfeasibleError
+from hetsfl.latency import compute_time, cumulative_profile, transfer_bits
+
+
+def load_json_schema(name: str) -> dict:
+    return json.loads((resources.files("hetsfl") / "schemas" / f"{name}.schema.json").read_text())
+
+
+def validate_document(doc: object, schema_name: str, source: str = "document") -> None:
+    """Validate against a shipped JSON Schema; the error names the offending field."""
+    errors = sorted(
+        jsonschema.Draft7Validator(load_json_schema(schema_name)).iter_errors(doc), key=lambda e: list(e.absolute_path)
+    )
+    if errors:
+        lines = [f"  {'.'.join(map(str, e.absolute_path)) or '<top level>'}: {e.message}" for e in errors[:10]]
+        raise ConfigError(f"{source} is not a valid {schema_name} file:\n" + "\n".join(lines))
+
+
+def read_json(path: str | Path, what: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{what} file {path} is not valid JSON ({exc}); regenerate it or fix the syntax") from exc
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Arrays of one problem instance. Build with ``Problem.from_dict`` (validates)."""
+
+    total_bandwidth: float
+    noise_psd: float
+    server_flops: float
+    server_power: float
+    sharing: str
+    layer_names: tuple[str, ...]
+    fwd_flops: np.ndarray
+    bwd_flops: np.ndarray
+    out_bits: np.ndarray
+    param_bits: np.ndarray
+    device_ids: tuple
+    dev_flops: np.ndarray
+    dev_power: np.ndarray
+    gain: np.ndarray
+    batch: np.ndarray
+    iters: np.ndarray
+    memory: np.ndarray  # bytes, inf = no limit
+    split_candidates: tuple  # per device: tuple of ints or None
+    min_split: int = 1
+    deadline: float | None = None
+    optimizer_state_copies: int = 1
+    seed: int = 0
+    meta: dict = field(default_factory=dict)
+
+    # ---- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, doc: dict, source: str = "problem") -> Problem:
+        validate_document(doc, "problem", source)
+        layers, devices = doc["layers"], doc["devices"]
+        L = len(layers)
+        ids = [d["id"] for d in devices]
+        if len(set(map(str, ids))) != len(ids):
+            raise ConfigError(f"{source}: device ids must be unique")
+        for d in devices:
+            bad = [s for s in d.get("split_candidates", []) if s >= L]
+            if bad:
+                raise ConfigError(
+                    f"{source}: device {d['id']}: split_candidates {bad} are not cuts of a model with L={L} layers; "
+                    f"allowed split points are 1..{L - 1} (L is plain FL)"
+                )
+        f = lambda key: np.array([d[key] for d in devices], dtype=float)  # noqa: E731
+        g = lambda key: np.array([u[key] for u in layers], dtype=float)  # noqa: E731
+        return cls(
+            total_bandwidth=float(doc["total_bandwidth_hz"]),
+            noise_psd=float(doc["noise_psd_w_per_hz"]),
+            server_flops=float(doc["server"]["flops"]),
+            server_power=float(doc["server"]["tx_power_w"]),
+            sharing=doc["server"]["sharing"],
+            layer_names=tuple(u["name"] for u in layers),
+            fwd_flops=g("fwd_flops"),
+            bwd_flops=g("bwd_flops"),
+            out_bits=g("out_bits"),
+            param_bits=g("param_bits"),
+            device_ids=tuple(ids),
+            dev_flops=f("flops"),
+            dev_power=f("tx_power_w"),
+            gain=f("channel_gain"),
+            batch=f("batch_size"),
+            iters=f("local_iters"),
+            memory=np.array([d.get("memory_bytes", np.inf) for d in devices], dtype=float),
+            split_candidates=tuple(tuple(sorted(d["split_candidates"])) if "split_candidates" in d else None for d in devices),
+            min_split=int(doc.get("min_split", 1)),
+            deadline=doc.get("deadline_s"),
+            optimizer_state_copies=int(doc.get("optimizer_state_copies", 1)),
+            seed=int(doc.get("seed", 0)),
+            meta=dict(doc.get("meta", {})),
+        )
+
+    @classmethod
+    def read(cls, path: str | Path) -> Problem:
+        return cls.from_dict(read_json(path, "problem"), source=str(path))
+
+    # ---- derived quantities -------------------------------------------------------------------------
+    @property
+    def num_devices(self) -> int:
+        return len(self.device_ids)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_names)
+
+    @cached_property
+    def xu(self) -> np.ndarray:
+        """Uplink p_n h_n / N0 (Hz)."""
+        return snr_bandwidth(self.dev_power, self.gain, self.noise_psd)
+
+    @cached_property
+    def xd(self) -> np.ndarray:
+        """Downlink P_S h_n / N0 (Hz)."""
+        return snr_bandwidth(self.server_power, self.gain, self.noise_psd)
+
+    def server_share(self, sequential: bool = False) -> np.ndarray:
+        """c_S,n: c_S / N under `equal` sharing, c_S under `dedicated` or when devices take turns (SL)."""
+        n = self.num_devices
+        share = self.server_flops if (sequential or self.sharing == "dedicated") else self.server_flops / n
+        return np.full(n, share)
+
+    @cached_property
+    def profile(self) -> dict[str, np.ndarray]:
+        return cumulative_profile(self.fwd_flops, self.bwd_flops, self.out_bits, self.param_bits)
+
+    def terms(self, sequential: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A[n, s-1] (seconds) and U[n, s-1] (bits per direction) for every cut s = 1..L."""
+        p = self.profile
+        K, D = self.iters[:, None], self.batch[:, None]
+        A = compute_time(
+            K, D, p["dev_flops"][1:], p["srv_flops"][1:], self.dev_flops[:, None], self.server_share(sequential)[:, None]
+        )
+        U = transfer_bits(K, D, p["smashed_bits"][1:], p["model_bits"][1:])
+        # FL (s = L) sends the whole model only: no smashed data leaves the device.
+        U[:, -1] = p["model_bits"][-1]
+        return A, U
+
+    def memory_bytes(self) -> np.ndarray:
+        """Device memory [n, s-1] for cut s: (2 + optimiser copies) x client parameters + a batch of activations."""
+        p = self.profile
+        params = (2 + self.optimizer_state_copies) * p["model_bits"][1:] / 8.0
+        acts = self.batch[:, None] * p["act_bits"][1:] / 8.0
+        return params[None, :] + acts
+
+    def allowed(self) -> np.ndarray:
+        """Boolean mask [n, s-1] of the split points s = 1..L-1 each device may use.
+
+        Applies the candidate lists, the privacy floor and the memory limit; raises InfeasibleError naming
+        every device left without a split point.
+        """
+        L, n = self.num_layers, self.num_devices
+        listed = np.ones((n, L - 1), dtype=bool)
+        for i, cand in enumerate(self.split_candidates):
+            if cand is not None:
+                listed[i, :] = False
+                listed[i, np.array(cand, dtype=int) - 1] = True
+        floor_ok = listed & (np.arange(1, L)[None, :] >= self.min_split)
+        mem = self.memory_bytes()[:, : L - 1]
+        mask = floor_ok & (mem <= self.memory[:, None])
+        empty = np.flatnonzero(~mask.any(axis=1))
+        if empty.size:
+            raise InfeasibleError(self._explain_empty(empty, listed, floor_ok, mem))
+        return mask
+
+    def check_full_model_fits(self) -> None:
+        """FL keeps the whole model on every device: raise InfeasibleError naming devices it does not fit."""
+        need = self.memory_bytes()[:, -1]
+        bad = np.flatnonzero(need > self.memory)
+        if bad.size:
+            names = ", ".join(f"{self.device_ids[i]} ({self.memory[i]:.4g} B < {need[i]:.4g} B)" for i in bad[:20])
+            raise InfeasibleError(f"infeasible: the whole model does not fit on device(s) {names}; FL cannot run there")
+
+    def _explain_empty(self, empty, listed, floor_ok, mem) -> str:
+        lines = []
+        for i in empty[:20]:
+            dev = self.device_ids[i]
+            cands = np.flatnonzero(listed[i]) + 1
+            if not floor_ok[i].any():
+                lines.append(
+                    f"  device {dev}: no candidate split {list(cands)} is >= min_split={self.min_split} "
+                    "(lower min_split or add larger candidates)"
+                )
+            else:
+                ok = np.flatnonzero(floor_ok[i])
+                need = mem[i, ok].min()
+                lines.append(
+                    f"  device {dev}: memory {self.memory[i]:.4g} B is below the smallest client-side footprint "
+                    f"{need:.4g} B (split {ok[np.argmin(mem[i, ok])] + 1}); give it more memory, a smaller batch "
+                    "or a lower min_split"
+                )
+        more = f"\n  ... and {len(empty) - 20} more" if len(empty) > 20 else ""
+        return f"infeasible: {len(empty)} device(s) have no allowed split point:\n" + "\n".join(lines) + more

@@ -1,0 +1,99 @@
+"""Seeded generation of devices and channels for one scenario (system model sections 3 and 7).
+
+Each quantity is drawn from its own random stream, so changing one parameter (say the number of devices)
+keeps the draws of the others: device n has the same distance in every point of a device-count sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from hetsfl.channel import channel_gain, dbm_to_watt
+
+STREAMS = ("distance", "shadowing", "flops", "memory")
+
+
+def stream(seed: int, name: str) -> np.random.Generator:
+    """An independent generator for quantity ``name`` (stable across Python versions and runs)."""
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+    return np.random.default_rng(np.random.SeedSequence([seed, key]))
+
+
+def _uniform(rng: np.random.Generator, bounds, n: int) -> np.ndarray:
+    lo, hi = float(bounds[0]), float(bounds[1])
+    return lo + (hi - lo) * rng.random(n)
+
+
+def generate_scenario(spec: dict, seed: int, name: str = "scenario") -> dict:
+    """Draw the devices of one scenario. ``spec`` is a full `physical` section (config schema)."""
+    n = int(spec["num_devices"])
+    seed = int(seed) + int(spec.get("seed", 0))
+    distance = _uniform(stream(seed, "distance"), spec["distance_m"], n)
+    gain = channel_gain(distance, float(spec["shadowing_db"]), spec["fading"], stream(seed, "shadowing"))
+    flops = _uniform(stream(seed, "flops"), spec["device_flops"], n)
+    memory = spec.get("device_memory_bytes")
+    mem = _uniform(stream(seed, "memory"), memory, n) if memory is not None else None
+    devices = []
+    for i in range(n):
+        dev = {
+            "id": i,
+            "distance_m": float(distance[i]),
+            "channel_gain": float(gain[i]),
+            "flops": float(flops[i]),
+            "tx_power_w": float(spec["device_tx_power_w"]),
+            "batch_size": int(spec["batch_size"]),
+            "local_iters": int(spec["local_iters"]),
+        }
+        if mem is not None:
+            dev["memory_bytes"] = float(mem[i])
+        devices.append(dev)
+    return {
+        "name": name,
+        "seed": seed,
+        "spec": dict(spec),
+        "total_bandwidth_hz": float(spec["total_bandwidth_hz"]),
+        "noise_psd_w_per_hz": float(dbm_to_watt(spec["noise_psd_dbm_per_hz"])),
+        "server": {
+            "flops": float(spec["server_flops"]),
+            "tx_power_w": float(spec["server_tx_power_w"]),
+            "sharing": spec["server_sharing"],
+        },
+        "min_split": int(spec["min_split"]),
+        "bits_per_activation": int(spec["bits_per_activation"]),
+        "bits_per_param": int(spec["bits_per_param"]),
+        "devices": devices,
+    }
+
+
+def build_problem(scenario: dict, profile: dict, optimizer_state_copies: int = 1) -> dict:
+    """The self-contained problem document (schemas/problem.schema.json) from a scenario and a profile.
+
+    Profile FLOPs are per sample; activation and parameter bits are rescaled if the scenario's bit widths
+    differ from the profile's.
+    """
+    meta = profile.get("meta", {})
+    act_scale = scenario["bits_per_activation"] / meta.get("bits_per_activation", scenario["bits_per_activation"])
+    par_scale = scenario["bits_per_param"] / meta.get("bits_per_param", scenario["bits_per_param"])
+    layers = [
+        {
+            "name": u["name"],
+            "fwd_flops": float(u["fwd_flops"]),
+            "bwd_flops": float(u["bwd_flops"]),
+            "out_bits": float(u["out_bits"]) * act_scale,
+            "param_bits": float(u["param_bits"]) * par_scale,
+        }
+        for u in profile["units"]
+    ]
+    return {
+        "total_bandwidth_hz": scenario["total_bandwidth_hz"],
+        "noise_psd_w_per_hz": scenario["noise_psd_w_per_hz"],
+        "server": dict(scenario["server"]),
+        "layers": layers,
+        "devices": scenario["devices"],
+        "min_split": scenario["min_split"],
+        "optimizer_state_copies": int(optimizer_state_copies),
+        "seed": int(scenario["seed"]),
+        "meta": {"scenario": scenario["name"], "model": meta.get("model", "unknown")},
+    }

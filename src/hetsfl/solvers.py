@@ -1,0 +1,261 @@
+"""Split-point and bandwidth optimisation (system model section 5) and the baselines of section 4.
+
+Every method returns a solution dictionary in the format of schemas/solution.schema.json. The maths is in
+pure functions on arrays: A[n, s-1] (computing seconds) and U[n, s-1] (bits each way) for cut s, a mask of
+allowed cuts, and the channel constants x_u, x_d of each device.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from hetsfl.bandwidth import allocate, deadline_search, least_bandwidth
+from hetsfl.errors import ConfigError, InfeasibleError
+from hetsfl.latency import latency, latency_terms, seconds_per_bit, seconds_per_bit_limit
+from hetsfl.problem import Problem
+
+METHODS = ("ao", "global", "exhaustive", "equal_bandwidth", "fixed_split", "random_split", "fl", "sl")
+
+BandwidthStep = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float], tuple]
+
+
+# ---- pure building blocks ---------------------------------------------------------------------------
+def best_splits(
+    A: np.ndarray, U: np.ndarray, b: np.ndarray, xu: np.ndarray, xd: np.ndarray, current: np.ndarray | None = None
+) -> np.ndarray:
+    """Split step: for fixed bandwidth each device takes argmin_s T_n(s, b_n) (A = inf marks forbidden cuts).
+
+    Returns 0-based column indices; with ``current`` a device keeps its split unless another is strictly
+    better (by more than 1e-12 relative), so that alternating optimisation stops at a fixed point.
+    """
+    T = A + U * seconds_per_bit(b, xu, xd)[:, None]
+    choice = np.argmin(T, axis=1)
+    if current is not None:
+        rows = np.arange(len(b))
+        keep = T[rows, current] <= T[rows, choice] * (1 + 1e-12)
+        choice = np.where(keep, current, choice)
+    return choice
+
+
+def global_optimum(
+    A: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarray, B: float
+) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """Joint optimum by bisection on the deadline: the least tau with sum_n beta_n(tau) <= B, where
+    beta_n(tau) = min_s (least bandwidth with which cut s meets tau). Returns (tau, column per device,
+    bandwidth per device, a certified lower bound). Forbidden cuts have A = inf.
+
+    All cuts of device n share the function phi_n, so the cut needing the least bandwidth is the one with
+    the most seconds per bit to spare, argmax_s (tau - A_ns) / U_ns: one root per device, not per cut.
+    """
+    rows = np.arange(len(A))
+    phi_inf = seconds_per_bit_limit(xu, xd)
+    tau_lo = np.max(np.min(A + U * phi_inf[:, None], axis=1))
+    phi_eq = seconds_per_bit(B / len(A), xu, xd)
+    tau_hi = np.max(np.min(A + U * phi_eq[:, None], axis=1))
+
+    def best(tau):
+        return np.argmax((tau - A) / U, axis=1)
+
+    def demand(tau):
+        j = best(tau)
+        b, db = least_bandwidth(tau - A[rows, j], U[rows, j], xu, xd)
+        return b.sum(), db.sum()
+
+    tau, lower = deadline_search(demand, np.array(tau_lo), np.array(tau_hi), B)
+    tau = float(tau)
+    # Certificate: a deadline a hair below tau needs more than the whole band.
+    probe = tau * (1 - 1e-9)
+    if probe > lower and demand(np.array(probe))[0] > B:
+        lower = probe
+    j = best(tau)
+    b, _ = least_bandwidth(tau - A[rows, j], U[rows, j], xu, xd)
+    return tau, j, b * (B / b.sum()), float(lower)
+
+
+def exhaustive_optimum(
+    A: np.ndarray, U: np.ndarray, allowed: np.ndarray, xu: np.ndarray, xd: np.ndarray, B: float, limit: int
+) -> tuple[np.ndarray, int]:
+    """Try every combination of allowed cuts, solving the bandwidth step for each. Returns (columns, count)."""
+    cands = [np.flatnonzero(row) for row in allowed]
+    count = int(np.prod([len(c) for c in cands], dtype=float))
+    if count > limit:
+        raise ConfigError(
+            f"exhaustive search would try {count:,} split combinations, above the limit {limit:,}; use method "
+            "'global' or 'ao' (exact and fast), or raise optimize.exhaustive_limit / --exhaustive-limit"
+        )
+    rows = np.arange(len(A))
+    best_obj, best = np.inf, None
+    combos = itertools.product(*cands)
+    while chunk := list(itertools.islice(combos, 4096)):
+        S = np.array(chunk)
+        obj, _, _ = allocate(A[rows, S], U[rows, S], xu, xd, B)
+        i = int(np.argmin(obj))
+        if obj[i] < best_obj:
+            best_obj, best = obj[i], S[i]
+    return best, count
+
+
+def alternating_optimisation(
+    A: np.ndarray,
+    U: np.ndarray,
+    xu: np.ndarray,
+    xd: np.ndarray,
+    B: float,
+    max_iters: int = 100,
+    bandwidth_step: BandwidthStep = allocate,
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """The source paper's AO: equal bandwidth, then alternate the exact split step and the exact bandwidth
+    step until the splits stop changing. Returns (columns, bandwidth, trace of tau per iteration)."""
+    n = len(A)
+    b = np.full(n, B / n)
+    cols = best_splits(A, U, b, xu, xd)
+    trace = [{"iteration": 0, "tau_s": float(np.max(latency(A[np.arange(n), cols], U[np.arange(n), cols], b, xu, xd))),
+              "step": "equal bandwidth, best splits", "changed": n}]
+    rows = np.arange(n)
+    for it in range(1, max_iters + 1):
+        obj, b, _ = bandwidth_step(A[rows, cols], U[rows, cols], xu, xd, B)
+        new = best_splits(A, U, b, xu, xd, current=cols)
+        changed = int(np.count_nonzero(new != cols))
+        trace.append({"iteration": it, "tau_s": float(obj), "step": "bandwidth, then splits", "changed": changed})
+        if changed == 0:
+            break
+        cols = new
+    return cols, b, trace
+
+
+# ---- methods on a Problem ----------------------------------------------------------------------------
+def _masked(A: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, A, np.inf)
+
+
+def _common_columns(mask: np.ndarray, problem: Problem) -> np.ndarray:
+    common = np.flatnonzero(mask.all(axis=0))
+    if common.size == 0:
+        raise InfeasibleError(
+            "infeasible: no split point is allowed on every device, so a common split (fixed_split, sl) does not "
+            "exist; allowed splits per device: "
+            + "; ".join(f"{d}: {list(np.flatnonzero(r) + 1)}" for d, r in zip(problem.device_ids, mask, strict=True))
+        )
+    return common
+
+
+def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit: int = 200_000,
+          seed: int | None = None) -> dict:
+    """Solve ``problem`` with ``method`` and return a solution dictionary (schemas/solution.schema.json)."""
+    if method not in METHODS and method != "ao_cvxpy":
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    start = time.perf_counter()
+    p = problem
+    n, L, B = p.num_devices, p.num_layers, p.total_bandwidth
+    xu, xd = p.xu, p.xd
+    rows = np.arange(n)
+    sequential = method == "sl"
+    A_all, U_all = p.terms(sequential=sequential)
+    extra: dict = {}
+    iterations: list[dict] = []
+    if method == "fl":
+        p.check_full_model_fits()
+        cols = np.full(n, L - 1)
+        _, b, _ = allocate(A_all[:, -1], U_all[:, -1], xu, xd, B)
+    else:
+        mask = p.allowed()
+        A, U = _masked(A_all[:, : L - 1], mask), U_all[:, : L - 1]
+        if method in ("ao", "ao_cvxpy"):
+            step = allocate
+            if method == "ao_cvxpy":
+                from hetsfl.bandwidth_cvx import allocate_cvxpy as step
+            cols, b, iterations = alternating_optimisation(A, U, xu, xd, B, max_iters, step)
+        elif method == "global":
+            _, cols, b, lower = global_optimum(A, U, xu, xd, B)
+            extra["lower_bound_s"] = lower
+        elif method == "exhaustive":
+            cols, count = exhaustive_optimum(A, U, mask, xu, xd, B, exhaustive_limit)
+            _, b, _ = allocate(A[rows, cols], U[rows, cols], xu, xd, B)
+            extra["combinations"] = count
+        elif method == "equal_bandwidth":
+            b = np.full(n, B / n)
+            cols = best_splits(A, U, b, xu, xd)
+        elif method == "fixed_split":
+            common = _common_columns(mask, p)
+            obj, bs, _ = allocate(A[:, common].T, U[:, common].T, xu, xd, B)
+            k = int(np.argmin(obj))
+            cols, b = np.full(n, common[k]), bs[k]
+            extra["tried_splits"] = {int(c + 1): float(o) for c, o in zip(common, obj, strict=True)}
+        elif method == "random_split":
+            rng = np.random.default_rng(p.seed if seed is None else seed)
+            cols = np.array([rng.choice(np.flatnonzero(r)) for r in mask])
+            _, b, _ = allocate(A[rows, cols], U[rows, cols], xu, xd, B)
+            extra["seed"] = int(p.seed if seed is None else seed)
+        elif method == "sl":
+            common = _common_columns(mask, p)
+            T = A[:, common] + U[:, common] * seconds_per_bit(B, xu, xd)[:, None]
+            k = int(np.argmin(T.sum(axis=0)))
+            cols, b = np.full(n, common[k]), np.full(n, B)
+            extra["sequential"] = True
+            extra["tried_splits"] = {int(c + 1): float(t) for c, t in zip(common, T.sum(axis=0), strict=True)}
+        else:  # pragma: no cover - guarded above
+            raise AssertionError(method)
+    solution = build_solution(p, method, cols + 1, b, iterations, time.perf_counter() - start, sequential)
+    solution.update(extra)
+    check_deadline(p, solution)
+    return solution
+
+
+def build_solution(problem: Problem, method: str, splits, bandwidth, iterations, solve_time: float,
+                   sequential: bool = False) -> dict:
+    """Evaluate a split/bandwidth assignment with the latency model and package it as a solution."""
+    p = problem
+    rows = np.arange(p.num_devices)
+    splits = np.asarray(splits, dtype=int)
+    A, U = p.terms(sequential=sequential)
+    a, u = A[rows, splits - 1], U[rows, splits - 1]
+    terms = latency_terms(a, u, np.asarray(bandwidth, float), p.xu, p.xd)
+    lat = terms["latency_s"]
+    per_device = [
+        {
+            "id": p.device_ids[i],
+            "split": int(splits[i]),
+            "bandwidth_hz": float(bandwidth[i]),
+            "latency_s": float(lat[i]),
+            "compute_s": float(terms["compute_s"][i]),
+            "uplink_s": float(terms["uplink_s"][i]),
+            "downlink_s": float(terms["downlink_s"][i]),
+            "bits_up": float(u[i]),
+            "bits_down": float(u[i]),
+        }
+        for i in rows
+    ]
+    return {
+        "method": method,
+        "objective_s": float(lat.sum() if sequential else lat.max()),
+        "splits": [int(s) for s in splits],
+        "bandwidth_hz": [float(x) for x in bandwidth],
+        "per_device": per_device,
+        "iterations": iterations,
+        "solve_time_s": float(solve_time),
+        "sequential": bool(sequential),
+        "meta": dict(p.meta),
+    }
+
+
+def check_deadline(problem: Problem, solution: dict) -> None:
+    """Raise InfeasibleError, naming devices, when the problem's deadline is missed."""
+    p = problem
+    if p.deadline is None or solution["objective_s"] <= p.deadline:
+        return
+    A, U = p.terms(sequential=solution.get("sequential", False))
+    alone = np.min(A + U * seconds_per_bit(p.total_bandwidth, p.xu, p.xd)[:, None], axis=1)
+    hopeless = [p.device_ids[i] for i in np.flatnonzero(alone > p.deadline)]
+    if hopeless:
+        why = (f"device(s) {', '.join(map(str, hopeless[:20]))} cannot finish a round within {p.deadline:g} s even "
+               "with the whole band and their best split")
+    else:
+        slow = np.argsort([-d["latency_s"] for d in solution["per_device"]])[:5]
+        why = (f"the devices cannot all finish within {p.deadline:g} s with a total band of {p.total_bandwidth:g} Hz; "
+               f"the slowest under {solution['method']} are " + ", ".join(
+                   f"{solution['per_device'][i]['id']} ({solution['per_device'][i]['latency_s']:.4g} s)" for i in slow))
+    raise InfeasibleError(f"infeasible: best round latency {solution['objective_s']:.6g} s > deadline_s; {why}")

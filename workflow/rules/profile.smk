@@ -1,0 +1,23 @@
+rule profile:
+    input:
+        code=code("profile"),
+    output:
+        json="results/profiles/{model}.json",
+        csv="results/profiles/{model}.csv",
+    params:
+        model=lambda w: w.model,
+        dataset=config["dataset"],
+        profile=config["profile"],
+        bits={
+            "bits_per_activation": config["physical"]["bits_per_activation"],
+            "bits_per_param": config["physical"]["bits_per_param"],
+        },
+        seed=config["seed"],
+    log:
+        "logs/profile/{model}.log",
+    threads: config["profile"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../scripts/profile.py"

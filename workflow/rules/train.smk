@@ -1,0 +1,24 @@
+rule train:
+    input:
+        code=code("train"),
+        problem=f"results/problems/{TRAIN_SCENARIO}.json",
+        solution=lambda w: (
+            f"results/solutions/{TRAIN_SCENARIO}/{TRAIN_METHODS[w.method][0]}.json"
+        ),
+    output:
+        metrics="results/train/{method}/seed{seed}/metrics.csv",
+        timing="results/train/{method}/seed{seed}/timing.csv",
+        bits="results/train/{method}/seed{seed}/bits.csv",
+        summary="results/train/{method}/seed{seed}/summary.json",
+    params:
+        model=MODEL,
+        dataset=config["dataset"],
+        train=config["train"],
+    log:
+        "logs/train/{method}/seed{seed}.log",
+    threads: config["train"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/train.py"
