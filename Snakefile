@@ -27,10 +27,10 @@ localrules:
 
 
 rule all:
+    default_target: True
     input:
         optimisation_targets(),
         train_targets(),
-    default_target: True
 
 
 rule optimize_all:

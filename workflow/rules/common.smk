@@ -6,11 +6,12 @@ from hetsfl.config import all_scenarios, scenario_spec, validate_config
 from hetsfl.deps import module_sources
 from hetsfl.stages.common import TRAIN_METHODS
 
-
 validate(config, "../schemas/config.schema.yaml")
 config.update(validate_config(config))
 
 SRC = Path(workflow.basedir).parent / "src"
+# With --use-conda every rule runs in the project environment (environment.yml).
+ENV = "../../environment.yml"
 SCENARIOS = all_scenarios(config)
 NAMED = list(config["scenarios"])
 MODEL = config["model"]

@@ -5,14 +5,16 @@ rule problem:
         profile=f"results/profiles/{MODEL}.json",
     output:
         "results/problems/{scenario}.json",
-    params:
-        optimizer_state_copies=config["optimize"]["optimizer_state_copies"],
     log:
         "logs/problem/{scenario}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        optimizer_state_copies=config["optimize"]["optimizer_state_copies"],
     script:
         "../scripts/problem.py"
 
@@ -23,16 +25,16 @@ rule optimize:
         problem="results/problems/{scenario}.json",
     output:
         "results/solutions/{scenario}/{method}.json",
-    params:
-        optimize={
-            k: config["optimize"][k] for k in ("max_iters", "exhaustive_limit")
-        },
     log:
         "logs/optimize/{scenario}/{method}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        optimize={k: config["optimize"][k] for k in ("max_iters", "exhaustive_limit")},
     script:
         "../scripts/optimize.py"
 
@@ -42,15 +44,17 @@ rule scenario_table:
         lambda w: [f for s in NAMED for f in solutions(s)],
     output:
         "results/tables/scenarios.csv",
-    params:
-        sweeps=config["sweeps"],
-        sweep=None,
     log:
         "logs/tables/scenarios.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        sweeps={},
+        sweep=None,
     script:
         "../scripts/sweep_table.py"
 
@@ -60,14 +64,16 @@ rule sweep_table:
         lambda w: [f for s in sweep_scenarios(w.sweep) for f in solutions(s)],
     output:
         "results/tables/sweep_{sweep}.csv",
-    params:
-        sweeps=config["sweeps"],
-        sweep=lambda w: w.sweep,
     log:
         "logs/tables/sweep_{sweep}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        sweeps=lambda w: {w.sweep: config["sweeps"][w.sweep]},
+        sweep=lambda w: w.sweep,
     script:
         "../scripts/sweep_table.py"

@@ -4,6 +4,14 @@ rule profile:
     output:
         json="results/profiles/{model}.json",
         csv="results/profiles/{model}.csv",
+    log:
+        "logs/profile/{model}.log",
+    conda:
+        ENV
+    threads: config["profile"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
     params:
         model=lambda w: w.model,
         dataset=config["dataset"],
@@ -13,11 +21,5 @@ rule profile:
             "bits_per_param": config["physical"]["bits_per_param"],
         },
         seed=config["seed"],
-    log:
-        "logs/profile/{model}.log",
-    threads: config["profile"]["threads"]
-    resources:
-        mem_mb=4000,
-        runtime=30,
     script:
         "../scripts/profile.py"

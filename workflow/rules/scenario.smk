@@ -3,14 +3,16 @@ rule scenario:
         code=code("scenario"),
     output:
         "results/scenarios/{scenario}.json",
-    params:
-        spec=lambda w: scenario_spec(config, w.scenario),
-        seed=config["seed"],
     log:
         "logs/scenario/{scenario}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        spec=lambda w: scenario_spec(config, w.scenario),
+        seed=config["seed"],
     script:
         "../scripts/scenario.py"

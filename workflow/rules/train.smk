@@ -10,15 +10,17 @@ rule train:
         timing="results/train/{method}/seed{seed}/timing.csv",
         bits="results/train/{method}/seed{seed}/bits.csv",
         summary="results/train/{method}/seed{seed}/summary.json",
-    params:
-        model=MODEL,
-        dataset=config["dataset"],
-        train=config["train"],
     log:
         "logs/train/{method}/seed{seed}.log",
+    conda:
+        ENV
     threads: config["train"]["threads"]
     resources:
         mem_mb=4000,
         runtime=120,
+    params:
+        model=MODEL,
+        dataset=config["dataset"],
+        train=config["train"],
     script:
         "../scripts/train.py"

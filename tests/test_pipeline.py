@@ -1,0 +1,119 @@
+"""End-to-end: the Snakemake pipeline on config/test.yaml in a copy of the workflow.
+
+One run builds everything; the other tests ask Snakemake (dry runs) what it would redo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
+
+
+def snakemake(workdir: Path, *args: str, config: str = "config/test.yaml", check: bool = True):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
+    cmd = [str(BIN / "snakemake"), "--cores", "2", "--configfile", config, *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Job counts from a dry run's 'Job stats' table."""
+    lines = proc.stdout.splitlines()
+    if any("Nothing to be done" in line for line in lines):
+        return {}
+    start = next(i for i, line in enumerate(lines) if line.startswith("Job stats"))
+    counts = {}
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory) -> Path:
+    """A copy of the workflow (Snakefile, rules, scripts, config, src) with the test config run through."""
+    work = tmp_path_factory.mktemp("pipeline")
+    for item in ("Snakefile", "workflow", "config", "src", "environment.yml", "profiles"):
+        src = REPO / item
+        if src.is_dir():
+            shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            shutil.copy2(src, work / item)
+    snakemake(work)
+    return work
+
+
+def test_pipeline_outputs(workflow_copy):
+    res = workflow_copy / "results"
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    scenarios = pd.read_csv(res / "tables/scenarios.csv")
+    assert set(scenarios["method"]) >= set(cfg["optimize"]["methods"])
+    objective = scenarios.set_index("method")["objective_s"]
+    assert objective["ao"] == pytest.approx(objective["global"], rel=1e-6)
+    assert objective["exhaustive"] == pytest.approx(objective["global"], rel=1e-6)
+    sweep = pd.read_csv(res / "tables/sweep_devices.csv")
+    assert sorted(sweep["value"].unique().tolist()) == [3, 6]
+    for method in cfg["train"]["methods"]:
+        metrics = pd.read_csv(res / f"train/{method}/seed0/metrics.csv")
+        assert len(metrics) == cfg["train"]["rounds"]
+        assert metrics["sim_time_s"].is_monotonic_increasing
+        summary = json.loads((res / f"train/{method}/seed0/summary.json").read_text())
+        assert summary
+    assert (workflow_copy / "logs/optimize/default/ao.log").exists()
+
+
+def test_second_run_has_nothing_to_do(workflow_copy):
+    assert planned_jobs(snakemake(workflow_copy, "-n")) == {}
+
+
+def test_changing_one_scenario_parameter_reruns_only_its_dependents(workflow_copy):
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    cfg["sweeps"]["devices"]["values"] = [3, 7]
+    (workflow_copy / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(workflow_copy, "-n", config="changed.yaml"))
+    n_methods = len(cfg["optimize"]["methods"])
+    assert jobs == {"scenario": 1, "problem": 1, "optimize": n_methods, "sweep_table": 1, "all": 1}
+
+
+def test_changing_training_settings_does_not_rerun_optimisation(workflow_copy):
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    cfg["train"]["lr"] = 0.01
+    (workflow_copy / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(workflow_copy, "-n", config="changed.yaml"))
+    assert jobs == {"train": len(cfg["train"]["methods"]), "all": 1}
+
+
+def test_code_change_reruns_the_stages_that_import_it(workflow_copy):
+    summary = workflow_copy / "src/hetsfl/summary.py"
+    os.utime(summary)  # newer than every output: only the table rules import it
+    jobs = planned_jobs(snakemake(workflow_copy, "-n"))
+    assert jobs == {"scenario_table": 1, "sweep_table": 1, "all": 1}
+    solvers = workflow_copy / "src/hetsfl/solvers.py"
+    os.utime(solvers)
+    jobs = planned_jobs(snakemake(workflow_copy, "-n"))
+    assert jobs["optimize"] > 0 and "profile" not in jobs and "scenario" not in jobs
+
+
+def test_bad_config_is_a_clear_error(workflow_copy):
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    cfg["physical"]["fading"] = "nakagami"
+    (workflow_copy / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(workflow_copy, "-n", config="bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "fading" in proc.stdout + proc.stderr
