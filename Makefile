@@ -26,7 +26,7 @@ dryrun: setup
 	@for c in $(CONFIGS); do echo "dry run: $$c"; PATH=$(BIN):$$PATH $(BIN)/snakemake -n --quiet --configfile $$c || exit 1; done
 
 pytest: setup
-	PATH=$(BIN):$$PATH $(BIN)/pytest -n 2 --dist loadgroup tests
+	PATH=$(BIN):$$PATH $(BIN)/pytest -n 2 --dist loadfile tests
 
 test: lint dryrun pytest
 

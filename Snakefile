@@ -5,7 +5,13 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless --configfile names complete configurations (they are not merged into it).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -13,12 +19,14 @@ include: "workflow/rules/scenario.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/optimize.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
 
 
 localrules:
     all,
     optimize_all,
     train_all,
+    report_all,
     scenario,
     problem,
     optimize,
@@ -31,6 +39,7 @@ rule all:
     input:
         optimisation_targets(),
         train_targets(),
+        report_targets(),
 
 
 rule optimize_all:
@@ -41,3 +50,8 @@ rule optimize_all:
 rule train_all:
     input:
         train_targets(),
+
+
+rule report_all:
+    input:
+        report_targets(),

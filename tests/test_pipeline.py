@@ -49,7 +49,7 @@ def planned_jobs(proc) -> dict[str, int]:
 def workflow_copy(tmp_path_factory) -> Path:
     """A copy of the workflow (Snakefile, rules, scripts, config, src) with the test config run through."""
     work = tmp_path_factory.mktemp("pipeline")
-    for item in ("Snakefile", "workflow", "config", "src", "environment.yml", "profiles"):
+    for item in ("Snakefile", "workflow", "config", "src", "notebooks", "environment.yml", "profiles"):
         src = REPO / item
         if src.is_dir():
             shutil.copytree(src, work / item, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -76,6 +76,9 @@ def test_pipeline_outputs(workflow_copy):
         summary = json.loads((res / f"train/{method}/seed0/summary.json").read_text())
         assert summary
     assert (workflow_copy / "logs/optimize/default/ao.log").exists()
+    for name in ("latency", "training", "profile"):
+        assert (res / f"notebooks/{name}.html").stat().st_size > 0
+        assert list((res / f"figures/{name}").glob("*.png")) and list((res / f"figures/{name}").glob("*.pdf"))
 
 
 def test_second_run_has_nothing_to_do(workflow_copy):
@@ -88,7 +91,7 @@ def test_changing_one_scenario_parameter_reruns_only_its_dependents(workflow_cop
     (workflow_copy / "changed.yaml").write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(workflow_copy, "-n", config="changed.yaml"))
     n_methods = len(cfg["optimize"]["methods"])
-    assert jobs == {"scenario": 1, "problem": 1, "optimize": n_methods, "sweep_table": 1, "all": 1}
+    assert jobs == {"scenario": 1, "problem": 1, "optimize": n_methods, "sweep_table": 1, "notebook": 1, "all": 1}
 
 
 def test_changing_training_settings_does_not_rerun_optimisation(workflow_copy):
@@ -96,14 +99,14 @@ def test_changing_training_settings_does_not_rerun_optimisation(workflow_copy):
     cfg["train"]["lr"] = 0.01
     (workflow_copy / "changed.yaml").write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(workflow_copy, "-n", config="changed.yaml"))
-    assert jobs == {"train": len(cfg["train"]["methods"]), "all": 1}
+    assert jobs == {"train": len(cfg["train"]["methods"]), "notebook": 1, "all": 1}
 
 
 def test_code_change_reruns_the_stages_that_import_it(workflow_copy):
     summary = workflow_copy / "src/hetsfl/summary.py"
     os.utime(summary)  # newer than every output: only the table rules import it
     jobs = planned_jobs(snakemake(workflow_copy, "-n"))
-    assert jobs == {"scenario_table": 1, "sweep_table": 1, "all": 1}
+    assert jobs == {"scenario_table": 1, "sweep_table": 1, "notebook": 1, "all": 1}  # latency notebook
     solvers = workflow_copy / "src/hetsfl/solvers.py"
     os.utime(solvers)
     jobs = planned_jobs(snakemake(workflow_copy, "-n"))

@@ -136,7 +136,7 @@ def allocate(
     B = float(total_bandwidth)
     phi_inf = seconds_per_bit_limit(xu, xd)
     tau_lo = np.max(A + U * phi_inf, axis=-1)
-    tau_hi = np.max(A + U * seconds_per_bit(B / n, xu, xd), axis=-1)
+    tau_hi = np.max(latency(A, U, B / n, xu, xd), axis=-1)
 
     def demand(tau):
         b, db = least_bandwidth(tau[..., None] - A, U, xu, xd)
@@ -149,6 +149,8 @@ def allocate(
 
 
 def _fill_band(b: np.ndarray, B: float) -> np.ndarray:
-    """Scale the least bandwidths so that they use the whole band (every device then finishes no later)."""
+    """Scale the least bandwidths so that they use the whole band (every device then finishes no later);
+    when nobody needs any bandwidth, share it equally."""
     total = b.sum(-1, keepdims=True)
-    return b * (B / total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, b * (B / total), B / b.shape[-1])

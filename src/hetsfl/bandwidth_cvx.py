@@ -12,6 +12,27 @@ import numpy as np
 
 from hetsfl.channel import LN2
 
+SOLVER_OPTIONS = {
+    "CLARABEL": {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 400},
+    "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
+}
+
+
+HIGH_SNR = 1e6
+
+
+def _scaled_rate(frac: cp.Expression, q: np.ndarray) -> cp.Expression:
+    """f ln(1 + q/f) for f = b/B, q = x/B, concave in f.
+
+    For q >= 1e6 (a device whose SNR at the whole band exceeds 60 dB) the exponential cone of
+    -rel_entr(f, f + q) holds numbers near q that stop interior-point solvers; there we use
+    f ln q + entr(f) = f ln(q/f), which is below the exact value by f ln(1 + f/q) <= f^2/q, a relative
+    1e-7 at most since f <= 1.
+    """
+    if q.min() >= HIGH_SNR:
+        return cp.multiply(np.log(q), frac) + cp.entr(frac)
+    return -cp.rel_entr(frac, frac + q)
+
 
 def allocate_cvxpy(
     A: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarray, total_bandwidth: float, solver: str = "CLARABEL"
@@ -22,15 +43,31 @@ def allocate_cvxpy(
     n = len(A)
     frac = cp.Variable(n, nonneg=True)
     tau = cp.Variable()
-    rate_u = -cp.rel_entr(frac, frac + np.asarray(xu) / B)  # = r_u(b) ln2 / B
-    rate_d = -cp.rel_entr(frac, frac + np.asarray(xd) / B)
+    qu, qd = np.asarray(xu, float) / B, np.asarray(xd, float) / B
     coef = U * LN2 / B
-    cons = [A + cp.multiply(coef, cp.inv_pos(rate_u) + cp.inv_pos(rate_d)) <= tau, cp.sum(frac) <= 1]
+    cons = [cp.sum(frac) <= 1]
+    # Each device's constraint uses the formulation that suits its SNR (see _scaled_rate); devices are
+    # grouped so that no badly scaled cone is built at all.
+    groups = {(bool(u), bool(d)) for u, d in zip(qu >= HIGH_SNR, qd >= HIGH_SNR, strict=True)}
+    for hi_u, hi_d in groups:
+        idx = np.flatnonzero(((qu >= HIGH_SNR) == hi_u) & ((qd >= HIGH_SNR) == hi_d))
+        f = frac[idx]
+        rate_u = _scaled_rate(f, qu[idx])  # = r_u(b) ln2 / B
+        rate_d = _scaled_rate(f, qd[idx])
+        cons.append(A[idx] + cp.multiply(coef[idx], cp.inv_pos(rate_u) + cp.inv_pos(rate_d)) <= tau)
     prob = cp.Problem(cp.Minimize(tau), cons)
-    opts = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 400} if solver == "CLARABEL" else {}
-    prob.solve(solver=solver, **opts)
-    if prob.status not in ("optimal", "optimal_inaccurate") or frac.value is None:
-        raise RuntimeError(f"cvxpy bandwidth step failed: status {prob.status}")
+    attempts = [(solver, SOLVER_OPTIONS.get(solver, {}))]
+    if solver != "SCS":  # badly scaled exponential cones (a device very near the server) can stop Clarabel
+        attempts.append(("SCS", SOLVER_OPTIONS["SCS"]))
+    for name, opts in attempts:
+        try:
+            prob.solve(solver=name, **opts)
+        except cp.error.SolverError:
+            continue
+        if prob.status in ("optimal", "optimal_inaccurate") and frac.value is not None:
+            break
+    else:
+        raise RuntimeError(f"cvxpy bandwidth step failed with {', '.join(a for a, _ in attempts)}: status {prob.status}")
     b = np.maximum(frac.value, 0.0) * B
     # The solver's optimal value is accurate; re-evaluating T at its b is not (a bandwidth-starved device
     # turns a 1e-9 B error in b_n into a large error in T_n), so the objective is tau itself.

@@ -67,6 +67,17 @@ def _check_ranges(where: str, phys: dict) -> None:
             raise ConfigError(f"{where}.{key}: low {value[0]} is above high {value[1]}; write [low, high]")
 
 
+def _check_sweep_value(where: str, key: str, value) -> None:
+    """A sweep value must be a valid value of its `physical` key."""
+    schema = load_schema()
+    sub = {"$defs": schema["$defs"], **schema["$defs"]["physical"]["properties"][key]}
+    errors = list(jsonschema.Draft202012Validator(sub).iter_errors(value))
+    if errors:
+        raise ConfigError(f"{where}: {value!r} is not a valid {key}: {errors[0].message}")
+    if isinstance(value, list) and value[0] > value[1]:
+        raise ConfigError(f"{where}: low {value[0]} is above high {value[1]}; write [low, high]")
+
+
 def _check_semantics(cfg: dict) -> None:
     _check_ranges("physical", cfg["physical"])
     for name, overrides in cfg["scenarios"].items():
@@ -82,10 +93,7 @@ def _check_semantics(cfg: dict) -> None:
         if sweep in names:
             raise ConfigError(f"sweeps.{sweep}: a sweep may not share its name with a scenario")
         for i, value in enumerate(spec["values"]):
-            try:
-                _check_ranges(f"sweeps.{sweep}.values[{i}]", {spec["key"]: value})
-            except TypeError as exc:
-                raise ConfigError(f"sweeps.{sweep}.values[{i}]: {value!r} is not a valid {spec['key']}") from exc
+            _check_sweep_value(f"sweeps.{sweep}.values[{i}]", spec["key"], value)
     for section in ("train", "report"):
         scen = cfg[section]["scenario"]
         if scen not in all_scenarios(cfg):

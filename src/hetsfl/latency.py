@@ -55,14 +55,17 @@ def seconds_per_bit_limit(xu: np.ndarray, xd: np.ndarray) -> np.ndarray:
 
 
 def latency(A: np.ndarray, U: np.ndarray, b: np.ndarray, xu: np.ndarray, xd: np.ndarray) -> np.ndarray:
-    """T = A + U phi(b), elementwise with broadcasting."""
-    return A + U * seconds_per_bit(b, xu, xd)
+    """T = A + U phi(b), elementwise with broadcasting; nothing to send (U = 0) takes no time at any b."""
+    U = np.asarray(U, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return A + np.where(U > 0, U * seconds_per_bit(b, xu, xd), 0.0)
 
 
 def latency_terms(A, U, b, xu, xd) -> dict[str, np.ndarray]:
     """Per-device breakdown: compute, uplink and downlink seconds and their sum."""
     b = np.asarray(b, dtype=float)
+    U = np.asarray(U, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        up = np.where(b > 0, U * LN2 / (b * np.log1p(xu / b)), np.inf)
-        down = np.where(b > 0, U * LN2 / (b * np.log1p(xd / b)), np.inf)
+        up = np.where(U > 0, np.where(b > 0, U * LN2 / (b * np.log1p(xu / b)), np.inf), 0.0)
+        down = np.where(U > 0, np.where(b > 0, U * LN2 / (b * np.log1p(xd / b)), np.inf), 0.0)
     return {"compute_s": np.asarray(A, float), "uplink_s": up, "downlink_s": down, "latency_s": A + up + down}

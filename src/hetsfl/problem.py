@@ -26,8 +26,23 @@ def load_json_schema(name: str) -> dict:
     return json.loads((resources.files("hetsfl") / "schemas" / f"{name}.schema.json").read_text())
 
 
+def _non_finite(doc, path=()):
+    """Paths of NaN or infinite numbers (JSON Schema bounds do not reject them)."""
+    if isinstance(doc, float) and not np.isfinite(doc):
+        yield path
+    elif isinstance(doc, dict):
+        for key, value in doc.items():
+            yield from _non_finite(value, (*path, key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            yield from _non_finite(value, (*path, i))
+
+
 def validate_document(doc: object, schema_name: str, source: str = "document") -> None:
     """Validate against a shipped JSON Schema; the error names the offending field."""
+    bad = [".".join(map(str, p)) for p in _non_finite(doc)]
+    if bad and schema_name == "problem":
+        raise ConfigError(f"{source}: numbers must be finite; NaN or Infinity at: {', '.join(bad[:10])}")
     errors = sorted(
         jsonschema.Draft7Validator(load_json_schema(schema_name)).iter_errors(doc), key=lambda e: list(e.absolute_path)
     )
@@ -42,7 +57,7 @@ def read_json(path: str | Path, what: str) -> dict:
         raise ConfigError(f"{what} file {path} does not exist")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{what} file {path} is not valid JSON ({exc}); regenerate it or fix the syntax") from exc
 
 
@@ -202,10 +217,10 @@ class Problem:
         lines = []
         for i in empty[:20]:
             dev = self.device_ids[i]
-            cands = np.flatnonzero(listed[i]) + 1
+            cands = (np.flatnonzero(listed[i]) + 1).tolist()
             if not floor_ok[i].any():
                 lines.append(
-                    f"  device {dev}: no candidate split {list(cands)} is >= min_split={self.min_split} "
+                    f"  device {dev}: no candidate split {cands} is >= min_split={self.min_split} "
                     "(lower min_split or add larger candidates)"
                 )
             else:
@@ -213,7 +228,7 @@ class Problem:
                 need = mem[i, ok].min()
                 lines.append(
                     f"  device {dev}: memory {self.memory[i]:.4g} B is below the smallest client-side footprint "
-                    f"{need:.4g} B (split {ok[np.argmin(mem[i, ok])] + 1}); give it more memory, a smaller batch "
+                    f"{need:.4g} B (split {int(ok[np.argmin(mem[i, ok])]) + 1}); give it more memory, a smaller batch "
                     "or a lower min_split"
                 )
         more = f"\n  ... and {len(empty) - 20} more" if len(empty) > 20 else ""

@@ -138,7 +138,7 @@ def _common_columns(mask: np.ndarray, problem: Problem) -> np.ndarray:
         raise InfeasibleError(
             "infeasible: no split point is allowed on every device, so a common split (fixed_split, sl) does not "
             "exist; allowed splits per device: "
-            + "; ".join(f"{d}: {list(np.flatnonzero(r) + 1)}" for d, r in zip(problem.device_ids, mask, strict=True))
+            + "; ".join(f"{d}: {(np.flatnonzero(r) + 1).tolist()}" for d, r in zip(problem.device_ids, mask, strict=True))
         )
     return common
 
@@ -248,7 +248,14 @@ def check_deadline(problem: Problem, solution: dict) -> None:
     if p.deadline is None or solution["objective_s"] <= p.deadline:
         return
     A, U = p.terms(sequential=solution.get("sequential", False))
-    alone = np.min(A + U * seconds_per_bit(p.total_bandwidth, p.xu, p.xd)[:, None], axis=1)
+    L = p.num_layers
+    if solution["method"] == "fl":
+        allowed = np.zeros(A.shape, dtype=bool)
+        allowed[:, L - 1] = True
+    else:
+        allowed = np.concatenate([p.allowed(), np.zeros((p.num_devices, 1), dtype=bool)], axis=1)
+    whole_band = latency(A, U, p.total_bandwidth, p.xu[:, None], p.xd[:, None])
+    alone = np.min(np.where(allowed, whole_band, np.inf), axis=1)
     hopeless = [p.device_ids[i] for i in np.flatnonzero(alone > p.deadline)]
     if hopeless:
         why = (f"device(s) {', '.join(map(str, hopeless[:20]))} cannot finish a round within {p.deadline:g} s even "

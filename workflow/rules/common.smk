@@ -9,7 +9,8 @@ from hetsfl.stages.common import TRAIN_METHODS
 validate(config, "../schemas/config.schema.yaml")
 config.update(validate_config(config))
 
-SRC = Path(workflow.basedir).parent / "src"
+REPO = Path(workflow.basedir)  # the folder of the Snakefile
+SRC = REPO / "src"
 # With --use-conda every rule runs in the project environment (environment.yml).
 ENV = "../../environment.yml"
 SCENARIOS = all_scenarios(config)

@@ -1,0 +1,176 @@
+"""Solve time of the optimisers: exact AO and the global method against the cvxpy-based AO.
+
+Instances are built the way the pipeline builds them: devices from ``hetsfl.scenario.generate_scenario`` with
+the default physical parameters (N devices, 10 MHz, distances 10-500 m, 8 dB shadowing, 1-10 GFLOP/s), a
+random 17-unit profile (per-sample forward FLOPs 1e5..1e8, backward 1..3 x forward, activations 1e3..1e6
+bits, parameters 1e3..1e7 bits; log-uniform), so 16 candidate split points per device, then
+``build_problem`` and ``Problem.from_dict``.
+
+For each N and method: the solution's ``solve_time_s`` (median of --repeats runs) and the wall time of the
+whole ``solve()`` call (median; it also builds the per-device solution records). The cvxpy-based AO
+(method ``ao_cvxpy``: the same AO with the bandwidth step solved by cvxpy + Clarabel) runs for
+N in {10, 100, 1000}; Clarabel fails on some instances (SolverError), in which case the next scenario seed is
+tried and the failure is reported. The speed-up at N = 1000 compares ao and ao_cvxpy on the same instance.
+
+Prints a table; not a test.
+
+    .venv/bin/python benchmarks/bench_optimize.py            # N = 10 .. 100000, cvxpy up to N = 1000
+    .venv/bin/python benchmarks/bench_optimize.py --quick    # without N = 100000 and cvxpy at N = 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+from hetsfl.config import scenario_spec, validate_config
+from hetsfl.problem import Problem
+from hetsfl.scenario import build_problem, generate_scenario
+from hetsfl.solvers import solve
+
+SIZES = (10, 100, 1000, 10_000, 100_000)
+CVXPY_SIZES = (10, 100, 1000)
+N_UNITS = 17
+TARGET_N, TARGET_S = 10_000, 0.2
+TARGET_SPEEDUP_N, TARGET_SPEEDUP = 1000, 100.0
+
+
+def random_profile(seed: int, n_units: int = N_UNITS) -> dict:
+    rng = np.random.default_rng(seed)
+
+    def log_uniform(lo, hi):
+        return np.exp(rng.uniform(np.log(lo), np.log(hi), n_units))
+
+    fwd = log_uniform(1e5, 1e8)
+    bwd = fwd * rng.uniform(1.0, 3.0, n_units)
+    out, par = log_uniform(1e3, 1e6), log_uniform(1e3, 1e7)
+    units = [{"name": f"unit{j + 1}", "fwd_flops": float(fwd[j]), "bwd_flops": float(bwd[j]),
+              "out_bits": float(out[j]), "param_bits": float(par[j])} for j in range(n_units)]
+    return {"meta": {"model": f"random-{n_units}"}, "units": units}
+
+
+def make_problem(n: int, seed: int, profile: dict) -> Problem:
+    spec = {**scenario_spec(validate_config({}), "default"), "num_devices": n}
+    scenario = generate_scenario(spec, seed, f"bench-{n}")
+    return Problem.from_dict(build_problem(scenario, profile), source=f"benchmark N={n}")
+
+
+def timed(problem: Problem, method: str, repeats: int) -> dict:
+    """Median solve_time_s and wall time over ``repeats`` runs, with the last solution's facts."""
+    inner, wall = [], []
+    sol = None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sol = solve(problem, method)
+        wall.append(time.perf_counter() - t0)
+        inner.append(sol["solve_time_s"])
+    return {"solve_s": statistics.median(inner), "wall_s": statistics.median(wall), "objective_s": sol["objective_s"],
+            "iterations": len(sol["iterations"]) - 1 if sol["iterations"] else None}
+
+
+def solvable_cvxpy_instance(n: int, seed: int, profile: dict, attempts: int = 6):
+    """The first scenario seed from ``seed`` on whose instance ao_cvxpy succeeds, and the seeds that failed."""
+    failed = []
+    for s in range(seed, seed + attempts):
+        problem = make_problem(n, s, profile)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                solve(problem, "ao_cvxpy")
+            return problem, s, failed
+        except Exception as exc:  # noqa: BLE001 - cvxpy.error.SolverError, or RuntimeError on a bad status
+            failed.append((s, type(exc).__name__))
+    return None, None, failed
+
+
+def fmt(x, spec=".4f"):
+    return "-" if x is None else format(x, spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="skip N = 100000 and the cvxpy-based AO at N = 1000")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per (N, method); medians are reported")
+    ap.add_argument("--seed", type=int, default=0, help="scenario seed (profile seed too)")
+    args = ap.parse_args(argv)
+    sizes = [n for n in SIZES if not (args.quick and n == 100_000)]
+    cvx_sizes = [n for n in CVXPY_SIZES if not (args.quick and n == 1000)]
+    profile = random_profile(args.seed)
+
+    # warm-up: numpy paths, and cvxpy's imports and canonicalisation caches
+    warm = make_problem(5, args.seed, profile)
+    for method in ("ao", "global", "ao_cvxpy"):
+        solve(warm, method)
+
+    rows = []
+    results: dict[tuple[int, str], dict] = {}
+    for n in sizes:
+        t0 = time.perf_counter()
+        problem = make_problem(n, args.seed, profile)
+        setup = time.perf_counter() - t0
+        for method in ("ao", "global"):
+            r = timed(problem, method, args.repeats)
+            results[n, method] = r
+            rows.append((n, method, r, f"seed {args.seed}; building the problem took {setup:.2f} s"))
+        ref = results[n, "global"]["objective_s"]
+        rows[-2][2]["rel_gap"] = results[n, "ao"]["objective_s"] / ref - 1
+        if n in cvx_sizes:
+            cvx_problem, used, failed = solvable_cvxpy_instance(n, args.seed, profile)
+            note = ", ".join(f"seed {s}: {e}" for s, e in failed)
+            note = f"Clarabel failed on {note}; " if failed else ""
+            if cvx_problem is None:
+                rows.append((n, "ao_cvxpy", None, note + "no solvable instance"))
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = timed(cvx_problem, "ao_cvxpy", args.repeats)
+            same = results[n, "ao"] if used == args.seed else timed(cvx_problem, "ao", args.repeats)
+            r["rel_gap"] = r["objective_s"] / same["objective_s"] - 1
+            r["ao_same"] = same
+            results[n, "ao_cvxpy"] = r
+            rows.append((n, "ao_cvxpy", r, note + f"seed {used}; ao on this instance: {same['solve_s']:.4f} s"))
+
+    header = (f"{'N':>7} | {'method':<8} | {'solve_time_s':>12} | {'wall s':>9} | {'AO iters':>8} | "
+              f"{'objective s':>13} | {'rel. to ao/global':>17} | notes")
+    print(f"16 candidate splits ({N_UNITS}-unit random profile), medians of {args.repeats} runs")
+    print(header)
+    print("-" * len(header))
+    for n, method, r, note in rows:
+        if r is None:
+            print(f"{n:>7} | {method:<8} | {'failed':>12} | {'-':>9} | {'-':>8} | {'-':>13} | {'-':>17} | {note}")
+            continue
+        print(f"{n:>7} | {method:<8} | {r['solve_s']:>12.4f} | {r['wall_s']:>9.4f} | {fmt(r['iterations'], 'd'):>8} | "
+              f"{r['objective_s']:>13.6g} | {fmt(r.get('rel_gap'), '.1e'):>17} | {note}")
+
+    print()
+    ok_all = True
+    if (TARGET_N, "ao") in results:
+        for method in ("ao", "global"):
+            r = results[TARGET_N, method]
+            ok = r["solve_s"] < TARGET_S
+            ok_all &= ok
+            print(f"target: {method} at N={TARGET_N:,} under {TARGET_S} s: solve_time_s {r['solve_s']:.4f} s "
+                  f"(wall {r['wall_s']:.4f} s) -> {'PASS' if ok else 'FAIL'}")
+    cvx = results.get((TARGET_SPEEDUP_N, "ao_cvxpy"))
+    if cvx is not None:
+        speedup = cvx["solve_s"] / cvx["ao_same"]["solve_s"]
+        ok = speedup >= TARGET_SPEEDUP
+        ok_all &= ok
+        print(f"speed-up of ao over ao_cvxpy at N={TARGET_SPEEDUP_N:,} (same instance, solve_time_s): "
+              f"{cvx['solve_s']:.3f} s / {cvx['ao_same']['solve_s']:.4f} s = {speedup:.0f}x "
+              f"(target >= {TARGET_SPEEDUP:.0f}x) -> {'PASS' if ok else 'FAIL'}")
+    elif TARGET_SPEEDUP_N in cvx_sizes:
+        ok_all = False
+        print(f"speed-up at N={TARGET_SPEEDUP_N:,}: ao_cvxpy found no solvable instance -> FAIL")
+    else:
+        print(f"speed-up at N={TARGET_SPEEDUP_N:,}: skipped (--quick)")
+    print("all targets met" if ok_all else "some targets NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
