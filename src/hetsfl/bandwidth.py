@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hetsfl.channel import LN2
-from hetsfl.latency import latency, seconds_per_bit, seconds_per_bit_limit
+from hetsfl.latency import latency, seconds_per_bit_limit
 
 NEWTON_TOL = 4e-13  # on log b: b to ~1e-12 relative, the conditioning floor of phi
 MAX_NEWTON = 12
