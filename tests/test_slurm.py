@@ -264,3 +264,12 @@ def test_pipeline_test_config_on_slurm(slurm_cluster, tmp_path):
     slurm_logs = _slurm_logs(tmp_path)
     assert slurm_logs, "no SLURM job logs under .snakemake/slurm_logs: did any job run under SLURM?"
     assert all(p.stem.isdigit() for p in slurm_logs), [str(p) for p in slurm_logs]
+    # The outputs themselves say which SLURM job wrote them (hetsfl.io.provenance).
+    import json
+
+    profile_meta = json.loads(next((tmp_path / "results/profiles").glob("*.json")).read_text())["meta"]
+    job_ids = {profile_meta["provenance"]["slurm_job_id"]}
+    for prov in (tmp_path / "results/train").rglob("provenance.json"):
+        job_ids.add(json.loads(prov.read_text())["slurm_job_id"])
+    assert len(job_ids) >= 2 and all(j and j.isdigit() for j in job_ids), job_ids
+    assert job_ids <= {p.stem for p in slurm_logs}, (job_ids, [p.stem for p in slurm_logs])

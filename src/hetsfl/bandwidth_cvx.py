@@ -14,7 +14,6 @@ from hetsfl.channel import LN2
 
 SOLVER_OPTIONS = {
     "CLARABEL": {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter": 400},
-    "SCS": {"eps_abs": 1e-9, "eps_rel": 1e-9, "max_iters": 200_000},
 }
 
 
@@ -56,18 +55,9 @@ def allocate_cvxpy(
         rate_d = _scaled_rate(f, qd[idx])
         cons.append(A[idx] + cp.multiply(coef[idx], cp.inv_pos(rate_u) + cp.inv_pos(rate_d)) <= tau)
     prob = cp.Problem(cp.Minimize(tau), cons)
-    attempts = [(solver, SOLVER_OPTIONS.get(solver, {}))]
-    if solver != "SCS":  # badly scaled exponential cones (a device very near the server) can stop Clarabel
-        attempts.append(("SCS", SOLVER_OPTIONS["SCS"]))
-    for name, opts in attempts:
-        try:
-            prob.solve(solver=name, **opts)
-        except cp.error.SolverError:
-            continue
-        if prob.status in ("optimal", "optimal_inaccurate") and frac.value is not None:
-            break
-    else:
-        raise RuntimeError(f"cvxpy bandwidth step failed with {', '.join(a for a, _ in attempts)}: status {prob.status}")
+    prob.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
+    if prob.status not in ("optimal", "optimal_inaccurate") or frac.value is None:
+        raise cp.error.SolverError(f"cvxpy bandwidth step failed with {solver}: status {prob.status}")
     b = np.maximum(frac.value, 0.0) * B
     # The solver's optimal value is accurate; re-evaluating T at its b is not (a bandwidth-starved device
     # turns a 1e-9 B error in b_n into a large error in T_n), so the objective is tau itself.

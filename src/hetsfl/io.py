@@ -58,3 +58,15 @@ def setup_logging(log_path: str | os.PathLike | None = None, level: int = loggin
         sys.stderr = stream
         handlers = [logging.StreamHandler(stream)]
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True)
+
+
+def provenance() -> dict:
+    """Where and how an output was made: host, time, and the SLURM job (None outside SLURM)."""
+    import platform
+    import time
+
+    return {
+        "host": platform.node(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

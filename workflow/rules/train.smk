@@ -10,6 +10,7 @@ rule train:
         timing="results/train/{method}/seed{seed}/timing.csv",
         bits="results/train/{method}/seed{seed}/bits.csv",
         summary="results/train/{method}/seed{seed}/summary.json",
+        provenance="results/train/{method}/seed{seed}/provenance.json",
     log:
         "logs/train/{method}/seed{seed}.log",
     conda:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from hetsfl.io import provenance
 from hetsfl.stages.common import DATASET_SHAPES, NUM_CLASSES
 
 log = logging.getLogger("hetsfl.stages.profile")
@@ -26,7 +27,7 @@ def stage_profile(cfg: dict, out_json: str | Path, out_csv: str | Path) -> list[
                          bits_per_activation=bits_a, bits_per_param=bits_p, seed=cfg["seed"])
     meta = {"model": cfg["model"], "input_shape": list(shape), "batch_size": pcfg["batch_size"],
             "repeats": pcfg["repeats"], "threads": pcfg["threads"], "torch": torch.__version__,
-            "bits_per_activation": bits_a, "bits_per_param": bits_p}
+            "bits_per_activation": bits_a, "bits_per_param": bits_p, "provenance": provenance()}
     write_profile(rows, out_json, out_csv, meta)
     log.info("profile of %s: %d units written to %s", cfg["model"], len(rows), out_json)
     return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hetsfl.io import write_json
+from hetsfl.io import provenance, write_json
 from hetsfl.problem import read_json
 from hetsfl.stages.common import TRAIN_METHODS
 
@@ -49,7 +49,9 @@ def stage_train(cfg: dict, method: str, seed: int, problem_path, solution_path, 
         checkpoint_every=tcfg["checkpoint_every"],
         eval_batch_size=tcfg["eval_batch_size"],
     )
-    return run_training(spec, train, test, parts, out_dir, progress=progress)
+    metrics = run_training(spec, train, test, parts, out_dir, progress=progress)
+    write_json(out_dir / "provenance.json", provenance())
+    return metrics
 
 
 def _subset(ds, size: int | None, seed: int):
