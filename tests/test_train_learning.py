@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _data import fashion_subset
 
-from hetsfl.errors import DataError
 from hetsfl.train import METRICS_COLUMNS, TrainSpec, run_training
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.slow
 
 
-@functools.lru_cache(maxsize=1)
-def fashion_subset(n_train: int = 2000, n_test: int = 500, seed: int = 0):
-    from hetsfl.data.datasets import load_dataset
-
-    try:
-        train, test = load_dataset("fashion_mnist", "data", allow_download=False)
-    except DataError as exc:  # pragma: no cover - the machine has the Debian package
-        pytest.skip(f"Fashion-MNIST not available: {exc}")
-    rng = np.random.default_rng(seed)
-    return train.subset(rng.permutation(len(train))[:n_train]), test.subset(
-        rng.permutation(len(test))[:n_test]
-    )
 
 
 @pytest.mark.parametrize(("method", "splits"), [("sfl_v2", [1, 2, 3, 4, 5]), ("sl", [2] * 5)])

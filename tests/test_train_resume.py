@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 import torch
+from _data import fashion_subset as _fashion_subset
 
-from hetsfl.errors import DataError, HetsflError
+from hetsfl.errors import HetsflError
 from hetsfl.train import TrainSpec, run_training
 
 torch.set_num_threads(1)
@@ -17,18 +16,9 @@ pytestmark = pytest.mark.slow
 SPLITS = {"sfl": [1, 3, 5], "sfl_v2": [2, 1, 4], "sl": [2, 2, 2], "fl": [6, 6, 6]}
 
 
-@functools.lru_cache(maxsize=1)
-def fashion_subset(n_train: int = 1200, n_test: int = 300, seed: int = 0):
-    from hetsfl.data.datasets import load_dataset
 
-    try:
-        train, test = load_dataset("fashion_mnist", "data", allow_download=False)
-    except DataError as exc:  # pragma: no cover - the machine has the Debian package
-        pytest.skip(f"Fashion-MNIST not available: {exc}")
-    rng = np.random.default_rng(seed)
-    return train.subset(rng.permutation(len(train))[:n_train]), test.subset(
-        rng.permutation(len(test))[:n_test]
-    )
+def fashion_subset():
+    return _fashion_subset(1200, 300)
 
 
 def parts_for(n_train: int) -> list[np.ndarray]:

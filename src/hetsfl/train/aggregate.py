@@ -56,6 +56,15 @@ def fedavg_unit_weights(sizes: Sequence[int], num_units: int) -> np.ndarray:
     return np.tile(data_weights(sizes), (int(num_units), 1))
 
 
+def _device_held(splits, sizes, num_units) -> tuple[np.ndarray, np.ndarray]:
+    """Data weights (N,) and held[j, n] = (s_n >= j + 1): device n holds unit j + 1 itself."""
+    s = _check_splits(splits, num_units, allow_full=True)
+    w = data_weights(sizes)
+    if w.size != s.size:
+        raise ValueError(f"{s.size} splits but {w.size} data sizes")
+    return w, s[None, :] >= np.arange(1, int(num_units) + 1)[:, None]
+
+
 def sfl_v1_unit_weights(
     splits: Sequence[int], sizes: Sequence[int], num_units: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -64,12 +73,7 @@ def sfl_v1_unit_weights(
     Copy (j, n) is held by device n if ``device_held[j, n]`` (s_n >= j+1), else by the server's copy for n.
     Its weight is |P_n| / Σ|P| either way.
     """
-    s = _check_splits(splits, num_units, allow_full=True)
-    w = data_weights(sizes)
-    if w.size != s.size:
-        raise ValueError(f"{s.size} splits but {w.size} data sizes")
-    units = np.arange(1, int(num_units) + 1)[:, None]
-    held = s[None, :] >= units
+    w, held = _device_held(splits, sizes, num_units)
     return np.tile(w, (int(num_units), 1)), held
 
 
@@ -80,12 +84,7 @@ def sfl_v2_unit_weights(
 
     device[j, n] = |P_n| / Σ|P| if s_n >= j+1 else 0; server[j] = Σ_{n: s_n < j+1} |P_n| / Σ|P|.
     """
-    s = _check_splits(splits, num_units, allow_full=True)
-    w = data_weights(sizes)
-    if w.size != s.size:
-        raise ValueError(f"{s.size} splits but {w.size} data sizes")
-    units = np.arange(1, int(num_units) + 1)[:, None]
-    held = s[None, :] >= units
+    w, held = _device_held(splits, sizes, num_units)
     dev = np.where(held, w[None, :], 0.0)
     srv = np.where(held, 0.0, w[None, :]).sum(axis=1)
     return dev, srv

@@ -1,0 +1,22 @@
+"""Shared test data: a seeded subset of the real Fashion-MNIST (the Debian package is installed by setup)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from hetsfl.errors import DataError
+
+
+@functools.lru_cache(maxsize=4)
+def fashion_subset(n_train: int = 2000, n_test: int = 500, seed: int = 0):
+    from hetsfl.data.datasets import load_dataset
+
+    try:
+        train, test = load_dataset("fashion_mnist", "data", allow_download=False)
+    except DataError as exc:  # pragma: no cover - the machine has the Debian package
+        pytest.skip(f"Fashion-MNIST not available: {exc}")
+    rng = np.random.default_rng(seed)
+    return train.subset(rng.permutation(len(train))[:n_train]), test.subset(rng.permutation(len(test))[:n_test])
