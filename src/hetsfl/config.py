@@ -57,7 +57,20 @@ def validate_config(config: dict) -> dict:
             lines.append(f"  {_where(err)}: {err.message}{allowed}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines) + "\nSee config/README.md for every key.")
     _check_semantics(cfg)
-    return cfg
+    out = sorted_keys(cfg)
+    for key in ("scenarios", "sweeps"):  # their order is the user's (tables, figures)
+        out[key] = {name: out[key][name] for name in cfg[key]}
+    return out
+
+
+def sorted_keys(obj):
+    """The same mapping with keys sorted at every level: Snakemake compares rule params including key
+    order, so a reordered but equal config file must not rerun anything."""
+    if isinstance(obj, dict):
+        return {k: sorted_keys(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [sorted_keys(v) for v in obj]
+    return obj
 
 
 def _check_ranges(where: str, phys: dict) -> None:

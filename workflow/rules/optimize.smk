@@ -41,7 +41,8 @@ rule optimize:
 
 rule scenario_table:
     input:
-        lambda w: [f for s in NAMED for f in solutions(s)],
+        code=code("tables"),
+        solutions=lambda w: [f for s in NAMED for f in solutions(s)],
     output:
         "results/tables/scenarios.csv",
     log:
@@ -61,7 +62,8 @@ rule scenario_table:
 
 rule sweep_table:
     input:
-        lambda w: [f for s in sweep_scenarios(w.sweep) for f in solutions(s)],
+        code=code("tables"),
+        solutions=lambda w: [f for s in sweep_scenarios(w.sweep) for f in solutions(s)],
     output:
         "results/tables/sweep_{sweep}.csv",
     log:
