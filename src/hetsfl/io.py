@@ -38,6 +38,19 @@ def atomic_path(path: str | os.PathLike):
         raise
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8, newlines as given) to ``path`` atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
 def write_json(path: str | os.PathLike, doc, indent: int = 1) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(doc, indent=indent, default=_default, allow_nan=False) + "\n")

@@ -6,9 +6,7 @@ import copy
 import csv
 import io
 import json
-import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +17,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from hetsfl.errors import DataError
+from hetsfl.io import write_text
 from hetsfl.models.base import SplittableModel
 
 T = TypeVar("T")
@@ -131,16 +130,8 @@ def profile_model(
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write text to path via a temporary file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write text to path atomically (hetsfl.io.write_text)."""
+    write_text(path, text)
 
 
 def _csv_text(rows: list[dict]) -> str:

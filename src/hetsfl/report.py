@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,6 +29,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from hetsfl.io import atomic_path
 
 # Figure stems each notebook may write (PNG and PDF); the latency sweeps appear only for the sweeps present.
 SWEEP_KEYS = ("num_devices", "total_bandwidth_hz", "device_flops")
@@ -132,14 +133,9 @@ def save_figure(fig, stem: str | os.PathLike, formats: Sequence[str] = ("png", "
     paths = []
     for fmt in formats:
         path = stem.parent / f"{stem.name}.{fmt}"
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-        try:
-            metadata = {"CreationDate": None} if fmt == "pdf" else None
+        metadata = {"CreationDate": None} if fmt == "pdf" else None
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=metadata)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         paths.append(path)
     return paths
 

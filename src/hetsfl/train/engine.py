@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hetsfl.errors import HetsflError
+from hetsfl.io import write_bytes
 from hetsfl.models import SplittableModel, build_model
 from hetsfl.train.methods import METHODS, evaluate, make_method
 from hetsfl.train.schedule import BatchSchedule, round_torch_seed
@@ -220,19 +220,7 @@ def default_bits(
 
 # ------------------------------------------------------------------------------------------ atomic writes
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_bytes(path, data)
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
