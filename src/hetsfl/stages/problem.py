@@ -10,7 +10,7 @@ from hetsfl.scenario import build_problem
 
 
 def stage_problem(cfg: dict, scenario_path: str | Path, profile_path: str | Path, out: str | Path) -> dict:
-    from hetsfl.profiling import read_profile
+    from hetsfl.profile_file import read_profile
 
     scenario = read_json(scenario_path, "scenario")
     problem = build_problem(scenario, read_profile(profile_path), cfg["optimize"]["optimizer_state_copies"])
