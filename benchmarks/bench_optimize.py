@@ -9,8 +9,9 @@ bits, parameters 1e3..1e7 bits; log-uniform), so 16 candidate split points per d
 For each N and method: the solution's ``solve_time_s`` (median of --repeats runs) and the wall time of the
 whole ``solve()`` call (median; it also builds the per-device solution records). The cvxpy-based AO
 (method ``ao_cvxpy``: the same AO with the bandwidth step solved by cvxpy + Clarabel) runs for
-N in {10, 100, 1000}; Clarabel fails on some instances (SolverError), in which case the next scenario seed is
-tried and the failure is reported. The speed-up at N = 1000 compares ao and ao_cvxpy on the same instance.
+N in {10, 100, 1000} on the first --cvx-instances scenario seeds on which Clarabel succeeds (it fails on
+some instances with a SolverError; those seeds are reported and skipped). The speed-up at N = 1000 compares
+ao and ao_cvxpy instance by instance; the target must hold on every one (the smallest is reported).
 
 Prints a table; not a test.
 
@@ -72,19 +73,22 @@ def timed(problem: Problem, method: str, repeats: int) -> dict:
             "iterations": len(sol["iterations"]) - 1 if sol["iterations"] else None}
 
 
-def solvable_cvxpy_instance(n: int, seed: int, profile: dict, attempts: int = 6):
-    """The first scenario seed from ``seed`` on whose instance ao_cvxpy succeeds, and the seeds that failed."""
-    failed = []
+def solvable_cvxpy_instances(n: int, seed: int, profile: dict, wanted: int, attempts: int = 12):
+    """Up to ``wanted`` (problem, seed) pairs, scenario seeds from ``seed`` on, on which ao_cvxpy succeeds,
+    and the seeds that failed."""
+    found, failed = [], []
     for s in range(seed, seed + attempts):
+        if len(found) == wanted:
+            break
         problem = make_problem(n, s, profile)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 solve(problem, "ao_cvxpy")
-            return problem, s, failed
+            found.append((problem, s))
         except Exception as exc:  # noqa: BLE001 - cvxpy.error.SolverError, or RuntimeError on a bad status
             failed.append((s, type(exc).__name__))
-    return None, None, failed
+    return found, failed
 
 
 def fmt(x, spec=".4f"):
@@ -96,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="skip N = 100000 and the cvxpy-based AO at N = 1000")
     ap.add_argument("--repeats", type=int, default=3, help="runs per (N, method); medians are reported")
     ap.add_argument("--seed", type=int, default=0, help="scenario seed (profile seed too)")
+    ap.add_argument("--cvx-instances", type=int, default=3,
+                    help="instances (scenario seeds) per N on which ao and ao_cvxpy are compared")
     args = ap.parse_args(argv)
     sizes = [n for n in SIZES if not (args.quick and n == 100_000)]
     cvx_sizes = [n for n in CVXPY_SIZES if not (args.quick and n == 1000)]
@@ -119,20 +125,26 @@ def main(argv: list[str] | None = None) -> int:
         ref = results[n, "global"]["objective_s"]
         rows[-2][2]["rel_gap"] = results[n, "ao"]["objective_s"] / ref - 1
         if n in cvx_sizes:
-            cvx_problem, used, failed = solvable_cvxpy_instance(n, args.seed, profile)
+            found, failed = solvable_cvxpy_instances(n, args.seed, profile, args.cvx_instances)
             note = ", ".join(f"seed {s}: {e}" for s, e in failed)
             note = f"Clarabel failed on {note}; " if failed else ""
-            if cvx_problem is None:
+            if not found:
                 rows.append((n, "ao_cvxpy", None, note + "no solvable instance"))
                 continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                r = timed(cvx_problem, "ao_cvxpy", args.repeats)
-            same = results[n, "ao"] if used == args.seed else timed(cvx_problem, "ao", args.repeats)
-            r["rel_gap"] = r["objective_s"] / same["objective_s"] - 1
-            r["ao_same"] = same
-            results[n, "ao_cvxpy"] = r
-            rows.append((n, "ao_cvxpy", r, note + f"seed {used}; ao on this instance: {same['solve_s']:.4f} s"))
+            pairs = []
+            for cvx_problem, used in found:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    r = timed(cvx_problem, "ao_cvxpy", args.repeats)
+                same = results[n, "ao"] if used == args.seed else timed(cvx_problem, "ao", args.repeats)
+                r["rel_gap"] = r["objective_s"] / same["objective_s"] - 1
+                r["ao_same"] = same
+                r["seed"] = used
+                pairs.append(r)
+                rows.append((n, "ao_cvxpy", r, note + f"seed {used}; ao on this instance: {same['solve_s']:.4f} s, "
+                             f"speed-up {r['solve_s'] / same['solve_s']:.0f}x"))
+                note = ""
+            results[n, "ao_cvxpy"] = pairs
 
     header = (f"{'N':>7} | {'method':<8} | {'solve_time_s':>12} | {'wall s':>9} | {'AO iters':>8} | "
               f"{'objective s':>13} | {'rel. to ao/global':>17} | notes")
@@ -157,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"(wall {r['wall_s']:.4f} s) -> {'PASS' if ok else 'FAIL'}")
     cvx = results.get((TARGET_SPEEDUP_N, "ao_cvxpy"))
     if cvx is not None:
-        speedup = cvx["solve_s"] / cvx["ao_same"]["solve_s"]
-        ok = speedup >= TARGET_SPEEDUP
+        ups = [r["solve_s"] / r["ao_same"]["solve_s"] for r in cvx]
+        worst = cvx[ups.index(min(ups))]
+        ok = min(ups) >= TARGET_SPEEDUP
         ok_all &= ok
-        print(f"speed-up of ao over ao_cvxpy at N={TARGET_SPEEDUP_N:,} (same instance, solve_time_s): "
-              f"{cvx['solve_s']:.3f} s / {cvx['ao_same']['solve_s']:.4f} s = {speedup:.0f}x "
+        print(f"speed-up of ao over ao_cvxpy at N={TARGET_SPEEDUP_N:,} (same instance, solve_time_s), "
+              f"{len(ups)} instances: " + ", ".join(f"seed {r['seed']} {u:.0f}x" for r, u in zip(cvx, ups, strict=True))
+              + f"; smallest {worst['solve_s']:.3f} s / {worst['ao_same']['solve_s']:.4f} s = {min(ups):.0f}x "
               f"(target >= {TARGET_SPEEDUP:.0f}x) -> {'PASS' if ok else 'FAIL'}")
     elif TARGET_SPEEDUP_N in cvx_sizes:
         ok_all = False

@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
-from hetsfl.bandwidth import allocate, bandwidth_for_target, least_bandwidth
+from hetsfl import bandwidth
+from hetsfl.bandwidth import (
+    _excess_and_elasticity,
+    allocate,
+    allocate_by_model,
+    allocate_nested,
+    bandwidth_for_target,
+    least_bandwidth,
+)
 from hetsfl.bandwidth_cvx import allocate_cvxpy
 
 LN2 = math.log(2.0)
@@ -240,3 +248,112 @@ def test_allocate_device_with_nothing_to_send():
     assert obj == pytest.approx(2.0 + 1e6 * phi(1e7, 1e8, 1e9), rel=1e-12)
     obj0, b0, _ = allocate(A, np.zeros(2), xu, xd, 1e7)  # e.g. FL with a parameter-free model
     assert obj0 == pytest.approx(2.0) and np.all(np.isfinite(b0))
+
+
+# ---------------------------------------------------------------------------------------------- allocate_by_model
+def extreme_step(rng, n, batch=()):
+    """A bandwidth step drawn over wide ranges: SNR at the whole band from 1e-4 to 1e9 (both the low-SNR
+    series and the high-SNR regime), compute times and bits over four decades each."""
+    shape = (*batch, n)
+    B = float(np.exp(rng.uniform(math.log(1e4), math.log(1e9))))
+    xu = B * np.exp(rng.uniform(math.log(1e-4), math.log(1e9), n))
+    xd = xu * rng.uniform(1.0, 20.0, n)
+    a = np.exp(rng.uniform(math.log(1e-2), math.log(1e2), shape))
+    u = np.exp(rng.uniform(math.log(1e4), math.log(1e8), shape))
+    return a, u, xu, xd, B
+
+
+def test_excess_and_elasticity_against_direct_formula():
+    """psi = phi(b) - phi(inf) and k = d ln psi / d ln b, against the plain formula (mpmath-free: for
+    SNR y >= 1e-2 the plain difference keeps >= 9 digits) and a central difference of ln psi in ln b;
+    below y = 1e-4 the series must continue the plain formula (k -> -1, psi -> ln2 / b)."""
+    b = np.exp(np.linspace(math.log(1e-3), math.log(1e13), 400))
+    xu, xd = 3e4, 7e5
+    x = np.array([xu, xd])[:, None]
+    psi, k = _excess_and_elasticity(b, x)
+    direct = np.array([phi(bi, xu, xd) for bi in b]) - LN2 * (1 / xu + 1 / xd)
+    well = (xu / b) >= 1e-2
+    np.testing.assert_allclose(psi[well], direct[well], rtol=1e-8)
+    h = 1e-5
+    lp = lambda s: np.log(_excess_and_elasticity(b * math.exp(s), x)[0])  # noqa: E731
+    np.testing.assert_allclose(k, (lp(h) - lp(-h)) / (2 * h), rtol=1e-6, atol=1e-9)
+    assert np.all((k >= -1 - 1e-12) & (k < 0))
+    tiny = (xd / b) < 1e-6
+    assert tiny.any()
+    np.testing.assert_allclose(psi[tiny] * b[tiny], LN2, rtol=1e-5)
+    # no jump where the series takes over (y = 1e-4 for each direction)
+    for xv in (xu, xd):
+        edge = np.array([xv / 1e-4 * (1 - 1e-9), xv / 1e-4 * (1 + 1e-9)])
+        pe, ke = _excess_and_elasticity(edge, np.array([[xv]]))
+        assert pe[0] == pytest.approx(pe[1], rel=1e-8) and ke[0] == pytest.approx(ke[1], rel=1e-8)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_model_newton_equals_nested_search(seed, ref):
+    """allocate (Newton on the power-law model) against allocate_nested and the independent nested
+    bisection, on instances over wide ranges, N = 1..300. The model's answer is tight: every device
+    finishes together (1e-12), lower_bound is within 1e-12, and it equals the reference to 1e-12; the
+    nested search (pro-rata fill) may be up to 1e-9 worse on a device with a tiny share, never better."""
+    rng = np.random.default_rng(500 + seed)
+    n = int(rng.choice([1, 2, 3, 7, 30, 300]))
+    a, u, xu, xd, B = extreme_step(rng, n)
+    b_model = allocate_by_model(a, u, xu, xd, B)
+    assert b_model is not None, "the model iteration must converge on these instances"
+    obj, b, lower = allocate(a, u, xu, xd, B)
+    obj_n, _, lower_n = allocate_nested(a, u, xu, xd, B)
+    np.testing.assert_array_equal(b, b_model)
+    assert obj == pytest.approx(float(ref.bandwidth_step(a, u, xu, xd, B)), rel=1e-12)
+    assert obj == pytest.approx(float(obj_n), rel=1e-9) and obj <= obj_n * (1 + 1e-13)
+    assert b.sum() == pytest.approx(B, rel=1e-13)
+    T = latencies(a, u, b, xu, xd)
+    assert T.min() >= T.max() * (1 - 1e-12)
+    assert lower <= obj and lower >= obj * (1 - 1e-12)
+    assert lower <= obj_n and lower_n <= obj * (1 + 1e-13)  # each bound holds for the other
+
+
+def test_model_newton_against_reference_bisection(ref):
+    """Against the independent nested bisection of the test suite (no hetsfl code), batched."""
+    rng = np.random.default_rng(99)
+    a, u, xu, xd, B = extreme_step(rng, 6, batch=(40,))
+    obj, b, lower = allocate(a, u, xu, xd, B)
+    np.testing.assert_allclose(obj, ref.bandwidth_step(a, u, xu, xd, B, iters=80), rtol=1e-9)
+    assert np.all(lower <= obj)
+
+
+@pytest.mark.parametrize("batch", [(2,), (2, 2), (3, 2), (1,)])
+def test_model_newton_batches_of_any_shape(batch):
+    """Leading axes of any size, including 2 (the direction axis of the channel constants must not be
+    confused with a batch axis): each problem equals its own solve."""
+    rng = np.random.default_rng(sum(batch))
+    a, u, xu, xd, B = extreme_step(rng, 5, batch=batch)
+    obj, b, lower = allocate(a, u, xu, xd, B)
+    assert obj.shape == batch and b.shape == (*batch, 5) and lower.shape == batch
+    for idx in np.ndindex(*batch):
+        o1, b1, l1 = allocate(a[idx], u[idx], xu, xd, B)
+        assert obj[idx] == pytest.approx(float(o1), rel=1e-12)
+        np.testing.assert_allclose(b[idx], b1, rtol=1e-9, atol=1e-12 * B)
+        assert lower[idx] == pytest.approx(float(l1), rel=1e-12)
+
+
+def test_model_newton_falls_back_to_nested_search(monkeypatch):
+    """When the model iteration does not converge, allocate returns the nested search's answer."""
+    rng = np.random.default_rng(4)
+    a, u, xu, xd, B = extreme_step(rng, 20)
+    expected = allocate_nested(a, u, xu, xd, B)
+    monkeypatch.setattr(bandwidth, "MODEL_MAX_ITER", 1)
+    assert allocate_by_model(a, u, xu, xd, B) is None
+    obj, b, lower = allocate(a, u, xu, xd, B)
+    assert float(obj) == float(expected[0]) and float(lower) == float(expected[2])
+    np.testing.assert_array_equal(b, expected[1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12))
+def test_model_newton_optimality_property(seed, n):
+    """Whole band used and all devices finishing together (the optimality conditions) on any instance."""
+    a, u, xu, xd, B = extreme_step(np.random.default_rng(seed), n)
+    obj, b, lower = allocate(a, u, xu, xd, B)
+    assert b.sum() == pytest.approx(B, rel=1e-12) and np.all(b > 0)
+    T = latencies(a, u, b, xu, xd)
+    assert T.min() >= T.max() * (1 - 1e-11)
+    assert lower <= obj
