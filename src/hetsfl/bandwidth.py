@@ -110,10 +110,12 @@ def deadline_search(
     tau = lo + START_FRACTION * (hi - lo)
     B = float(total_bandwidth)
     done = np.zeros(tau.shape, dtype=bool)
+    seen = np.zeros(tau.shape, dtype=bool)  # whether hi is a point evaluated (not just the given bound)
     for _ in range(max_iter):
         need, dneed = demand(tau)
         F = need - B
         feasible = F <= 0
+        seen |= feasible
         hi = np.where(~done & feasible, np.minimum(hi, tau), hi)
         lo = np.where(~done & ~feasible, np.maximum(lo, tau), lo)
         done |= (np.abs(F) <= rtol * B) | (hi - lo <= rtol * hi)
@@ -123,7 +125,9 @@ def deadline_search(
             # Newton on B / demand(tau) - 1, which is close to linear in tau (demand ~ 1 / (tau - tau_n)).
             newton = tau - F * need / (B * dneed)
         inside = np.isfinite(newton) & (newton > lo) & (newton < hi)
-        tau = np.where(done, tau, np.where(inside, newton, 0.5 * (lo + hi)))
+        # Past a given hi not yet evaluated, try hi itself (it may be the answer: N = 1, equal shares).
+        beyond = ~seen & (newton >= hi)
+        tau = np.where(done, tau, np.where(inside, newton, np.where(beyond, hi, 0.5 * (lo + hi))))
     return tau, lo
 
 
@@ -171,12 +175,15 @@ def allocate_nested(
 
     def demand(tau):
         b, db = least_bandwidth(tau[..., None] - A, U, xu, xd)
-        last.update(tau=tau.copy(), b=b)
+        last.update(tau=tau.copy(), b=b, db=db)
         return b.sum(-1), db.sum(-1)
 
     tau, lower = deadline_search(demand, tau_lo, tau_hi, B)
-    b = last["b"] if np.array_equal(last["tau"], tau) else least_bandwidth(tau[..., None] - A, U, xu, xd)[0]
-    b = _fill_band(b, B)
+    if np.array_equal(last["tau"], tau):
+        b, db = last["b"], last["db"]
+    else:
+        b, db = least_bandwidth(tau[..., None] - A, U, xu, xd)
+    b = _spend_residue(b, db, B)
     return np.max(latency(A, U, b, xu, xd), axis=-1), b, lower
 
 
@@ -213,7 +220,8 @@ def _model_deadline(b, psi, p, A, iU, pinf, lo, hi, tau, B):
     The sum is convex and decreasing in tau (p <= -1), infinite at the pole lo and <= B at hi (hi may be
     +inf: from an infeasible tau Newton only moves right, and a feasible tau closes the bracket). Newton on
     B / sum - 1 (close to linear in tau) from ``tau``, with bisection whenever it leaves the bracket.
-    tau, lo, hi are floats for one problem (cheaper than 0-d arrays) and arrays for a batch.
+    tau, lo, hi are floats for one problem (cheaper than 0-d arrays) and arrays for a batch. Returns
+    (tau, whether the search converged).
     """
     if A.ndim == 1:
         where, minimum, maximum, every, col = (lambda c, t, f: t if c else f), min, max, bool, (lambda t: t)
@@ -221,21 +229,25 @@ def _model_deadline(b, psi, p, A, iU, pinf, lo, hi, tau, B):
         where, minimum, maximum, every, col = np.where, np.minimum, np.maximum, np.all, (lambda t: t[..., None])
     ipsi = 1.0 / psi
     piU = p * iU
+    seen = np.zeros(np.shape(tau), dtype=bool)  # whether hi is a point evaluated (not just the given bound)
     for _ in range(MODEL_DEADLINE_ITER):
         s = (col(tau) - A) * iU - pinf
         bm = b * (s * ipsi) ** p
         M = bm.sum(-1)
         F = M - B
         feasible = F <= 0
+        seen = seen | feasible
         hi = where(feasible, minimum(hi, tau), hi)
         lo = where(feasible, lo, maximum(lo, tau))
         new = tau - F * M / (B * (bm * piU / s).sum(-1))
-        # Done when the sum is B to rounding or Newton's next step is below the resolution of tau (a step
-        # that lands on an end of the bracket by rounding is accepted, not replaced by bisection).
-        if every((abs(F) <= 1e-15 * B) | (abs(new - tau) <= 4e-16 * abs(tau))):
-            break
-        tau = where((new >= lo) & (new <= hi) & (new != tau), new, where(hi < np.inf, 0.5 * (lo + hi), 2 * tau - lo))
-    return tau
+        # Done when the sum is B to rounding, or tau is resolved: Newton's next step or the bracket is a few
+        # units in the last place (what remains of the sum, _spend_residue hands out).
+        if every((abs(F) <= 1e-15 * B) | (abs(new - tau) <= 1e-15 * abs(tau)) | (hi - lo <= 1e-15 * abs(tau))):
+            return tau, True
+        # Past a given hi not yet evaluated, try hi itself (it may be the answer: N = 1, equal shares).
+        bisect = where(~seen & (new >= hi), hi, where(hi < np.inf, 0.5 * (lo + hi), 2 * tau - lo))
+        tau = where((new >= lo) & (new < hi) & (new != tau), new, bisect)
+    return tau, False
 
 
 def allocate_by_model(A: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarray, B: float) -> np.ndarray | None:
@@ -272,18 +284,33 @@ def allocate_by_model(A: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarr
                 tau = tau_lo + START_FRACTION * (tau_hi - tau_lo)
             else:  # start from the last deadline; the model changed, so no feasible end is known
                 tau_hi = np.full(batch, np.inf) if batch else np.inf
-            tau = _model_deadline(b, psi, p, A, iU, pinf, tau_lo, tau_hi, tau, B)
+            tau, converged = _model_deadline(b, psi, p, A, iU, pinf, tau_lo, tau_hi, tau, B)
+            if not converged:
+                return None
             slack = ((tau[..., None] if batch else tau) - A) * iU - pinf
             step = p * np.log(slack / psi)
             u = u + step
             if not np.any(np.abs(step) > MODEL_STOP):  # (false on NaN: checked below)
-                # Near a pole tau resolves the sum only to ~1e-13 B; hand the rest to the devices along
-                # db_n/dtau (mostly the one at the pole, whose finishing time hardly moves), not pro rata.
                 b = np.exp(u)
-                db_dtau = b * p * iU / slack
-                b = b + (B - b.sum(-1, keepdims=True)) * db_dtau / db_dtau.sum(-1, keepdims=True)
-                return _fill_band(b, B) if np.all(np.isfinite(b) & (b > 0)) else None
+                b = _spend_residue(b, b * p * iU / slack, B)
+                return b if np.all(np.isfinite(b) & (b > 0)) else None
     return None
+
+
+def _spend_residue(b: np.ndarray, db_dtau: np.ndarray, B: float) -> np.ndarray:
+    """Make bandwidths found for a deadline tau sum to B.
+
+    Near a pole (a device almost compute bound) one step of tau in the last digit moves the sum by up to
+    ~1e-8 B, so the sum at the computed tau misses B. The rest goes to the devices along db_n/dtau, as a
+    sub-ulp change of tau would hand it out: mostly to the device at the pole, whose finishing time hardly
+    moves. Scaling pro rata instead would change the finishing times of the others by that relative amount.
+    """
+    residue = B - b.sum(-1, keepdims=True)
+    total = db_dtau.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved = b + residue * db_dtau / total
+    usable = np.isfinite(total) & (total < 0) & np.all(np.isfinite(moved) & (moved >= 0), axis=-1, keepdims=True)
+    return _fill_band(np.where(usable, moved, b), B)
 
 
 def _fill_band(b: np.ndarray, B: float) -> np.ndarray:
