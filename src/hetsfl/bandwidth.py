@@ -92,43 +92,54 @@ def least_bandwidth(
 
 
 def deadline_search(
-    demand: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-    tau_lo: np.ndarray,
-    tau_hi: np.ndarray,
+    demand: Callable,
+    tau_lo,
+    tau_hi,
     total_bandwidth: float,
+    tau=None,
     rtol: float = 1e-13,
     max_iter: int = 300,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest tau with demand(tau) <= B, for a batch of independent problems.
+) -> tuple:
+    """Smallest tau with demand(tau) <= B, for one problem (tau_lo a scalar: the search runs on floats,
+    cheaper than 0-d arrays) or a batch of independent problems (arrays).
 
     ``demand(tau)`` returns (sum of least bandwidths, its derivative in tau) for each problem; it must be
-    non-increasing. ``tau_lo`` must be infeasible (or the infeasibility limit) and ``tau_hi`` feasible.
-    Returns (tau, lower) where ``lower`` is a certified lower bound: demand(lower) > B or lower = tau_lo.
+    non-increasing. ``tau_lo`` must be infeasible (or the infeasibility limit) and ``tau_hi`` feasible; it
+    may be +inf when a start ``tau`` is given (from an infeasible tau Newton only moves right, and a
+    feasible tau closes the bracket). Without ``tau`` the search starts at tau_lo + START_FRACTION (tau_hi -
+    tau_lo). Newton on B / demand(tau) - 1, which is close to linear in tau (demand ~ 1 / (tau - tau_n)),
+    with bisection whenever it leaves the bracket. Done when |demand - B| <= rtol B, when the bracket is
+    below rtol tau, or when Newton's next step is a few units in the last place.
+    Returns (tau, lower, converged): ``lower`` is a certified lower bound (demand(lower) > B or
+    lower = tau_lo) and ``converged`` whether every problem met the stopping rule within ``max_iter``.
     """
-    lo = np.array(tau_lo, dtype=float, copy=True)
-    hi = np.array(tau_hi, dtype=float, copy=True)
-    tau = lo + START_FRACTION * (hi - lo)
     B = float(total_bandwidth)
-    done = np.zeros(tau.shape, dtype=bool)
-    seen = np.zeros(tau.shape, dtype=bool)  # whether hi is a point evaluated (not just the given bound)
-    for _ in range(max_iter):
-        need, dneed = demand(tau)
-        F = need - B
-        feasible = F <= 0
-        seen |= feasible
-        hi = np.where(~done & feasible, np.minimum(hi, tau), hi)
-        lo = np.where(~done & ~feasible, np.maximum(lo, tau), lo)
-        done |= (np.abs(F) <= rtol * B) | (hi - lo <= rtol * hi)
-        if done.all():
-            break
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # Newton on B / demand(tau) - 1, which is close to linear in tau (demand ~ 1 / (tau - tau_n)).
+    if np.ndim(tau_lo) == 0:
+        where, minimum, maximum, every = (lambda c, t, f: t if c else f), min, max, bool
+        lo, hi = float(tau_lo), float(tau_hi)
+    else:
+        where, minimum, maximum, every = np.where, np.minimum, np.maximum, np.all
+        lo, hi = np.array(tau_lo, dtype=float), np.array(tau_hi, dtype=float)
+    if tau is None:
+        tau = lo + START_FRACTION * (hi - lo)
+    done = seen = np.zeros(np.shape(lo), dtype=bool)  # seen: hi is a point evaluated, not just the given bound
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for _ in range(max_iter):
+            need, dneed = demand(tau)
+            F = need - B
+            feasible = F <= 0
+            seen = seen | feasible
+            hi = where(feasible, minimum(hi, tau), hi)
+            lo = where(feasible, lo, maximum(lo, tau))
             newton = tau - F * need / (B * dneed)
-        inside = np.isfinite(newton) & (newton > lo) & (newton < hi)
-        # Past a given hi not yet evaluated, try hi itself (it may be the answer: N = 1, equal shares).
-        beyond = ~seen & (newton >= hi)
-        tau = np.where(done, tau, np.where(inside, newton, np.where(beyond, hi, 0.5 * (lo + hi))))
-    return tau, lo
+            done = done | (abs(F) <= rtol * B) | (hi - lo <= rtol * abs(tau)) | (abs(newton - tau) <= 1e-15 * abs(tau))
+            if every(done):
+                return tau, lo, True
+            inside = (newton > lo) & (newton < hi)  # (false for NaN)
+            # Past a given hi not yet evaluated, try hi itself (it may be the answer: N = 1, equal shares).
+            fallback = where(~seen & (newton >= hi), hi, where(hi < np.inf, 0.5 * (lo + hi), 2 * tau - lo))
+            tau = where(done, tau, where(inside, newton, fallback))
+    return tau, lo, False
 
 
 def allocate(
@@ -174,15 +185,15 @@ def allocate_nested(
     last = {}
 
     def demand(tau):
-        b, db = least_bandwidth(tau[..., None] - A, U, xu, xd)
-        last.update(tau=tau.copy(), b=b, db=db)
+        b, db = least_bandwidth(np.asarray(tau)[..., None] - A, U, xu, xd)
+        last.update(tau=np.array(tau), b=b, db=db)
         return b.sum(-1), db.sum(-1)
 
-    tau, lower = deadline_search(demand, tau_lo, tau_hi, B)
+    tau, lower, _ = deadline_search(demand, tau_lo, tau_hi, B)
     if np.array_equal(last["tau"], tau):
         b, db = last["b"], last["db"]
     else:
-        b, db = least_bandwidth(tau[..., None] - A, U, xu, xd)
+        b, db = least_bandwidth(np.asarray(tau)[..., None] - A, U, xu, xd)
     b = _spend_residue(b, db, B)
     return np.max(latency(A, U, b, xu, xd), axis=-1), b, lower
 
@@ -214,40 +225,18 @@ def _excess_and_elasticity(b: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np
     return psi, dpsi / psi
 
 
-def _model_deadline(b, psi, p, A, iU, pinf, lo, hi, tau, B):
-    """The tau in (lo, hi) with sum_n b_n (s_n(tau) / psi_n)^p_n = B, s_n(tau) = (tau - A_n)/U_n - phi_n(inf).
-
-    The sum is convex and decreasing in tau (p <= -1), infinite at the pole lo and <= B at hi (hi may be
-    +inf: from an infeasible tau Newton only moves right, and a feasible tau closes the bracket). Newton on
-    B / sum - 1 (close to linear in tau) from ``tau``, with bisection whenever it leaves the bracket.
-    tau, lo, hi are floats for one problem (cheaper than 0-d arrays) and arrays for a batch. Returns
-    (tau, whether the search converged).
-    """
-    if A.ndim == 1:
-        where, minimum, maximum, every, col = (lambda c, t, f: t if c else f), min, max, bool, (lambda t: t)
-    else:
-        where, minimum, maximum, every, col = np.where, np.minimum, np.maximum, np.all, (lambda t: t[..., None])
+def _model_demand(b, psi, p, A, iU, pinf) -> Callable:
+    """The model's demand for ``deadline_search``: tau -> (sum_n b_n (s_n(tau) / psi_n)^p_n, its derivative),
+    s_n(tau) = (tau - A_n)/U_n - phi_n(inf). Convex and decreasing in tau (p <= -1), infinite at the pole."""
     ipsi = 1.0 / psi
     piU = p * iU
-    seen = np.zeros(np.shape(tau), dtype=bool)  # whether hi is a point evaluated (not just the given bound)
-    for _ in range(MODEL_DEADLINE_ITER):
-        s = (col(tau) - A) * iU - pinf
+
+    def demand(tau):
+        s = (np.asarray(tau)[..., None] - A) * iU - pinf
         bm = b * (s * ipsi) ** p
-        M = bm.sum(-1)
-        F = M - B
-        feasible = F <= 0
-        seen = seen | feasible
-        hi = where(feasible, minimum(hi, tau), hi)
-        lo = where(feasible, lo, maximum(lo, tau))
-        new = tau - F * M / (B * (bm * piU / s).sum(-1))
-        # Done when the sum is B to rounding, or tau is resolved: Newton's next step or the bracket is a few
-        # units in the last place (what remains of the sum, _spend_residue hands out).
-        if every((abs(F) <= 1e-15 * B) | (abs(new - tau) <= 1e-15 * abs(tau)) | (hi - lo <= 1e-15 * abs(tau))):
-            return tau, True
-        # Past a given hi not yet evaluated, try hi itself (it may be the answer: N = 1, equal shares).
-        bisect = where(~seen & (new >= hi), hi, where(hi < np.inf, 0.5 * (lo + hi), 2 * tau - lo))
-        tau = where((new >= lo) & (new < hi) & (new != tau), new, bisect)
-    return tau, False
+        return bm.sum(-1), (bm * piU / s).sum(-1)
+
+    return demand
 
 
 def allocate_by_model(A: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarray, B: float) -> np.ndarray | None:
@@ -257,7 +246,7 @@ def allocate_by_model(A: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarr
     At the optimum every device finishes at the same tau: psi_n(b_n) = s_n(tau) := (tau - A_n)/U_n - phi_n(inf)
     and sum b_n = B. At the iterate b each psi_n is modelled by the power law psi_n (b / b_n)^k_n through it
     (k_n its elasticity); the model's least bandwidths b_n (s_n(tau) / psi_n)^(1/k_n) sum to B at a tau found
-    by a scalar Newton search (``_model_deadline``), and b moves to them. This is Newton's method on
+    by ``deadline_search`` on the model's demand, and b moves to them. This is Newton's method on
     ln psi_n(e^u) = ln s_n(tau) with tau eliminated exactly; ln psi is nearly linear in ln b (slope between
     -1 and -1 + 1/ln SNR), so three or four iterations from equal shares reach 1e-14.
     """
@@ -268,8 +257,6 @@ def allocate_by_model(A: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarr
     pinf = seconds_per_bit_limit(xu, xd)
     iU = 1.0 / U
     tau_lo = np.max(A + U * pinf, axis=-1)
-    if not batch:
-        tau_lo = float(tau_lo)
     u = np.full(A.shape, np.log(B / n))  # equal shares (a warm start from the last AO iterate saved nothing)
     tau = None
     with np.errstate(all="ignore"):
@@ -280,14 +267,13 @@ def allocate_by_model(A: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarr
             if tau is None:
                 # In the model every device has at most B/n at tau_hi: a feasible end of the bracket.
                 tau_hi = np.max(A + U * (pinf + psi * (B / (n * b)) ** k), axis=-1)
-                tau_hi = tau_hi if batch else float(tau_hi)
-                tau = tau_lo + START_FRACTION * (tau_hi - tau_lo)
             else:  # start from the last deadline; the model changed, so no feasible end is known
-                tau_hi = np.full(batch, np.inf) if batch else np.inf
-            tau, converged = _model_deadline(b, psi, p, A, iU, pinf, tau_lo, tau_hi, tau, B)
+                tau_hi = np.full(batch, np.inf)
+            tau, _, converged = deadline_search(_model_demand(b, psi, p, A, iU, pinf), tau_lo, tau_hi, B, tau,
+                                                rtol=1e-15, max_iter=MODEL_DEADLINE_ITER)
             if not converged:
                 return None
-            slack = ((tau[..., None] if batch else tau) - A) * iU - pinf
+            slack = (np.asarray(tau)[..., None] - A) * iU - pinf
             step = p * np.log(slack / psi)
             u = u + step
             if not np.any(np.abs(step) > MODEL_STOP):  # (false on NaN: checked below)

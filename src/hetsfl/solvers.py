@@ -65,7 +65,7 @@ def global_optimum(
         b, db = least_bandwidth(tau - A[rows, j], U[rows, j], xu, xd)
         return b.sum(), db.sum()
 
-    tau, lower = deadline_search(demand, np.array(tau_lo), np.array(tau_hi), B)
+    tau, lower, _ = deadline_search(demand, tau_lo, tau_hi, B)
     tau = float(tau)
     # Certificate: a deadline a hair below tau needs more than the whole band.
     probe = tau * (1 - 1e-9)
