@@ -1,6 +1,6 @@
 """Solve time of the optimisers: exact AO and the global method against the cvxpy-based AO.
 
-Instances are built the way the pipeline builds them: devices from ``hetsfl.scenario.generate_scenario`` with
+Instances are built the way the pipeline builds them: devices from ``hetsfl.system.scenario.generate_scenario`` with
 the default physical parameters (N devices, 10 MHz, distances 10-500 m, 8 dB shadowing, 1-10 GFLOP/s), a
 random 17-unit profile (per-sample forward FLOPs 1e5..1e8, backward 1..3 x forward, activations 1e3..1e6
 bits, parameters 1e3..1e7 bits; log-uniform), so 16 candidate split points per device, then
@@ -29,9 +29,10 @@ import warnings
 import numpy as np
 
 from hetsfl.config import scenario_spec, validate_config
-from hetsfl.problem import Problem
-from hetsfl.scenario import build_problem, generate_scenario
-from hetsfl.solvers import solve
+from hetsfl.optim.build import build_problem
+from hetsfl.optim.problem import Problem
+from hetsfl.optim.solvers import solve
+from hetsfl.system.scenario import generate_scenario
 
 SIZES = (10, 100, 1000, 10_000, 100_000)
 CVXPY_SIZES = (10, 100, 1000)

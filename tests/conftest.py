@@ -1,7 +1,7 @@
 """Shared fixtures for the optimisation tests: a seeded generator of realistic random problem instances.
 
 ``random_problem(rng, n_devices, n_layers, memory=False, min_split=1, candidates=None, **extra)`` returns a
-``hetsfl.problem.Problem`` built with ``Problem.from_dict``; ``random_problem_doc`` returns the document
+``hetsfl.optim.problem.Problem`` built with ``Problem.from_dict``; ``random_problem_doc`` returns the document
 itself (to mutate it, or to write it to a file). The physical values follow the system model's defaults:
 
 * per-sample layer forward FLOPs log-uniform in 1e5..1e8 (backward 1..3 x forward), activation (out) bits
@@ -16,7 +16,7 @@ cuts 1..L-1), a list of cuts (the same for every device), a list of lists (one p
 random non-empty subset of the cuts >= min_split per device). Extra keyword arguments go to the top level of the document (e.g. ``deadline_s=1.0``), except
 ``sharing`` which sets the server's sharing mode.
 
-The gain is computed here from the formula, independently of ``hetsfl.channel``.
+The gain is computed here from the formula, independently of ``hetsfl.system.channel``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import math
 import numpy as np
 import pytest
 
-from hetsfl.problem import Problem
+from hetsfl.optim.problem import Problem
 
 N0_W_PER_HZ = 10.0 ** ((-174.0 - 30.0) / 10.0)
 

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
-from hetsfl import bandwidth
-from hetsfl.bandwidth import (
+from hetsfl.optim import bandwidth
+from hetsfl.optim.bandwidth import (
     _excess_and_elasticity,
     allocate,
     allocate_by_model,
@@ -21,7 +21,7 @@ from hetsfl.bandwidth import (
     bandwidth_for_target,
     least_bandwidth,
 )
-from hetsfl.bandwidth_cvx import allocate_cvxpy
+from hetsfl.optim.bandwidth_cvx import allocate_cvxpy
 
 LN2 = math.log(2.0)
 
@@ -139,7 +139,7 @@ CVX_CASES = [(seed, 1 + seed % 30, seed >= 36) for seed in range(45)]
 
 
 def test_allocate_matches_cvxpy(ref, random_problem):
-    """allocate against hetsfl.bandwidth_cvx (cvxpy + Clarabel) on 45 random instances, N = 1..30.
+    """allocate against hetsfl.optim.bandwidth_cvx (cvxpy + Clarabel) on 45 random instances, N = 1..30.
 
     Objectives agree to 1e-6 relative. Where they do not, the independent nested-bisection reference must
     side with allocate (to 1e-9) and cvxpy's tau must be the higher one (the interior-point solve was

@@ -8,8 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from hetsfl.channel import LN2, channel_gain, dbm_to_watt, path_loss_db, rate, rate_limit, snr_bandwidth
-from hetsfl.latency import (
+from hetsfl.optim.problem import Problem
+from hetsfl.system.channel import (
+    LN2,
+    channel_gain,
+    dbm_to_watt,
+    path_loss_db,
+    rate,
+    rate_limit,
+    snr_bandwidth,
+)
+from hetsfl.system.latency import (
     compute_time,
     cumulative_profile,
     latency,
@@ -18,7 +27,6 @@ from hetsfl.latency import (
     seconds_per_bit_limit,
     transfer_bits,
 )
-from hetsfl.problem import Problem
 
 
 # ---------------------------------------------------------------------------------------------- channel

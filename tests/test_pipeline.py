@@ -105,11 +105,11 @@ def test_changing_training_settings_does_not_rerun_optimisation(workflow_copy):
 
 def test_code_change_reruns_the_stages_that_import_it(workflow_copy):
     # Snakemake compares the content of small inputs, not just their time: edit, do not touch.
-    summary = workflow_copy / "src/hetsfl/summary.py"
+    summary = workflow_copy / "src/hetsfl/optim/tables.py"
     summary.write_text(summary.read_text() + "\n# edited\n")  # only the table rules import it
     jobs = planned_jobs(snakemake(workflow_copy, "-n"))
     assert jobs == {"scenario_table": 1, "sweep_table": 1, "notebook": 1, "all": 1}  # latency notebook
-    solvers = workflow_copy / "src/hetsfl/solvers.py"
+    solvers = workflow_copy / "src/hetsfl/optim/solvers.py"
     solvers.write_text(solvers.read_text() + "\n# edited\n")
     jobs = planned_jobs(snakemake(workflow_copy, "-n"))
     assert jobs["optimize"] > 0 and "profile" not in jobs and "scenario" not in jobs

@@ -10,8 +10,9 @@ import pytest
 
 from hetsfl.config import scenario_spec, validate_config
 from hetsfl.errors import ConfigError, InfeasibleError
-from hetsfl.problem import Problem, load_json_schema, read_json, validate_document
-from hetsfl.scenario import build_problem, generate_scenario
+from hetsfl.optim.build import build_problem
+from hetsfl.optim.problem import Problem, load_json_schema, read_json, validate_document
+from hetsfl.system.scenario import generate_scenario
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch
 
 from hetsfl.errors import DataError
 from hetsfl.models import build_model
-from hetsfl.profiling import PROFILE_FIELDS, profile_model, read_profile, write_profile
+from hetsfl.profiling.measure import PROFILE_FIELDS, profile_model, read_profile, write_profile
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,7 @@ import yaml
 
 from hetsfl.config import all_scenarios, load_config, scenario_spec, sweep_points, validate_config
 from hetsfl.errors import ConfigError
-from hetsfl.scenario import generate_scenario, stream
+from hetsfl.system.scenario import generate_scenario, stream
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "config.yaml"

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hetsfl.errors import ConfigError, InfeasibleError
-from hetsfl.problem import Problem, validate_document
-from hetsfl.solvers import METHODS, solve
+from hetsfl.optim.problem import Problem, validate_document
+from hetsfl.optim.solvers import METHODS, solve
 
 PARALLEL_BASELINES = ("equal_bandwidth", "fixed_split", "random_split")
 KINDS = ("plain", "memory", "min_split", "candidates", "mixed", "dedicated")

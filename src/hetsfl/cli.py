@@ -85,8 +85,8 @@ def _run(args) -> int:
         problem.stage_problem(cfg, args.scenario, args.profile, args.out)
     elif args.command == "optimize":
         from hetsfl.io import write_json
-        from hetsfl.problem import Problem, validate_document
-        from hetsfl.solvers import solve
+        from hetsfl.optim.problem import Problem, validate_document
+        from hetsfl.optim.solvers import solve
 
         solution = solve(Problem.read(args.problem), args.method, args.max_iters, args.exhaustive_limit, args.seed)
         validate_document(solution, "solution", args.out)

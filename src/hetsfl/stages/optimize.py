@@ -6,13 +6,13 @@ import logging
 from pathlib import Path
 
 from hetsfl.io import write_json
-from hetsfl.problem import Problem, validate_document
+from hetsfl.optim.problem import Problem, validate_document
 
 log = logging.getLogger("hetsfl.stages.optimize")
 
 
 def stage_optimize(cfg: dict, problem_path: str | Path, method: str, out: str | Path) -> dict:
-    from hetsfl.solvers import solve
+    from hetsfl.optim.solvers import solve
 
     problem = Problem.read(problem_path)
     opt = cfg["optimize"]

@@ -15,7 +15,7 @@ def stage_profile(cfg: dict, out_json: str | Path, out_csv: str | Path) -> list[
     import torch
 
     from hetsfl.models import build_model
-    from hetsfl.profiling import profile_model, write_profile
+    from hetsfl.profiling.measure import profile_model, write_profile
 
     pcfg = cfg["profile"]
     torch.set_num_threads(pcfg["threads"])

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from hetsfl.io import write_json
-from hetsfl.scenario import generate_scenario
+from hetsfl.system.scenario import generate_scenario
 
 log = logging.getLogger("hetsfl.stages.scenario")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from hetsfl.io import write_table
-from hetsfl.problem import read_json
+from hetsfl.optim.problem import read_json
 
 
 def stage_sweep_table(cfg: dict, sweep: str | None, solutions: list[str | Path], out: str | Path):
     """Rows for every solution file named results/solutions/<scenario>/<method>.json."""
     from hetsfl.config import sweep_points
-    from hetsfl.summary import solution_row, solutions_table
+    from hetsfl.optim.tables import solution_row, solutions_table
 
     points = sweep_points(cfg)
     rows = []

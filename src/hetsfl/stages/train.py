@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hetsfl.io import provenance, write_json
-from hetsfl.problem import read_json
+from hetsfl.optim.problem import read_json
 from hetsfl.stages.common import TRAIN_METHODS
 
 

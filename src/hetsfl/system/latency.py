@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hetsfl.channel import LN2
+from hetsfl.system.channel import LN2
 
 
 def cumulative_profile(fwd_flops, bwd_flops, out_bits, param_bits) -> dict[str, np.ndarray]:

@@ -17,9 +17,9 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 
-from hetsfl.channel import snr_bandwidth
 from hetsfl.errors import ConfigError, InfeasibleError
-from hetsfl.latency import compute_time, cumulative_profile, transfer_bits
+from hetsfl.system.channel import snr_bandwidth
+from hetsfl.system.latency import compute_time, cumulative_profile, transfer_bits
 
 
 def load_json_schema(name: str) -> dict:

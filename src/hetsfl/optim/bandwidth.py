@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hetsfl.channel import LN2
-from hetsfl.latency import latency, seconds_per_bit_limit
+from hetsfl.system.channel import LN2
+from hetsfl.system.latency import latency, seconds_per_bit_limit
 
 STOP_STEP = 1e-7  # on log b: the next step, and the error left, would be ~1e-14
 MAX_NEWTON = 12

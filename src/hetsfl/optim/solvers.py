@@ -13,10 +13,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hetsfl.bandwidth import allocate, deadline_search, least_bandwidth
 from hetsfl.errors import ConfigError, InfeasibleError
-from hetsfl.latency import latency, latency_terms, seconds_per_bit, seconds_per_bit_limit
-from hetsfl.problem import Problem
+from hetsfl.optim.bandwidth import allocate, deadline_search, least_bandwidth
+from hetsfl.optim.problem import Problem
+from hetsfl.system.latency import latency, latency_terms, seconds_per_bit, seconds_per_bit_limit
 
 METHODS = ("ao", "global", "exhaustive", "equal_bandwidth", "fixed_split", "random_split", "fl", "sl")
 
@@ -167,7 +167,7 @@ def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit:
         if method in ("ao", "ao_cvxpy"):
             step = allocate
             if method == "ao_cvxpy":
-                from hetsfl.bandwidth_cvx import allocate_cvxpy as step
+                from hetsfl.optim.bandwidth_cvx import allocate_cvxpy as step
             cols, b, iterations = alternating_optimisation(A, U, xu, xd, B, max_iters, step)
         elif method == "global":
             _, cols, b, lower = global_optimum(A, U, xu, xd, B)

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hetsfl.io import write_text
 from hetsfl.models.base import SplittableModel
-from hetsfl.profile_file import read_profile  # noqa: F401 - re-exported: profiling writes, this reads
+from hetsfl.profiling.files import read_profile  # noqa: F401 - re-exported: profiling writes, this reads
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """Reading a profile file (results/profiles/<model>.json) without importing torch.
 
-The optimisation stages only need the numbers; hetsfl.profiling (which measures them with torch) writes
+The optimisation stages only need the numbers; hetsfl.profiling.measure (which measures them with torch) writes
 the file and re-exports ``read_profile``.
 """
 

@@ -1,0 +1,1 @@
+"""Optimisation: problem files, the exact bandwidth step, split/bandwidth solvers and baselines, solution tables."""
