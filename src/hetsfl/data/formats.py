@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy._core import multiarray as _multiarray  # numpy's own pickles name these
+from numpy._core import numeric as _numeric
 
 from hetsfl.errors import DataError
 
@@ -27,7 +29,7 @@ __all__ = ["CIFAR_SHAPE", "ImageDataset", "check_labels", "corrupt", "normalise"
 #: One CIFAR-10 python batch row is a (C, H, W) image of this shape, flattened.
 CIFAR_SHAPE = (3, 32, 32)
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype("u1"),
     0x09: np.dtype("i1"),
     0x0B: np.dtype(">i2"),
@@ -167,12 +169,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------ CIFAR-10 pickle batches
 _ALLOWED_PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
-    ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
-    ("numpy.core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
-    ("numpy._core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
+    ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
+    ("numpy.core.multiarray", "scalar"): _multiarray.scalar,
+    ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
+    ("numpy.core.numeric", "_frombuffer"): _numeric._frombuffer,  # type: ignore[attr-defined]  # private, not in the stubs
+    ("numpy._core.numeric", "_frombuffer"): _numeric._frombuffer,  # type: ignore[attr-defined]  # private, not in the stubs
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): codecs.encode,  # protocols 0-2 store array bytes as latin-1 text

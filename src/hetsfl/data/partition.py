@@ -153,7 +153,7 @@ def shards(
 
 # ------------------------------------------------------------------------------------------------ dispatch
 def make_partition(
-    labels,
+    labels: np.ndarray,
     num_devices: int,
     scheme: str,
     seed: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,7 +34,7 @@ SWEEP_AXES = {
 }
 
 
-def parse_sweep_value(value: object) -> float | list[float] | str:
+def parse_sweep_value(value: Any) -> float | list[float] | str:
     """A sweep table's ``value`` cell: a number, or a JSON list such as "[1e9, 1e10]" for ranges."""
     if isinstance(value, str):
         try:
@@ -60,7 +61,7 @@ def sweep_axis(key: str, values: Sequence) -> tuple[np.ndarray, str, bool, list[
     Ranges [low, high] (e.g. ``device_flops``) are placed at their spread high − low, labelled "low–high".
     """
     label, scale, log = SWEEP_AXES.get(key, (key, 1.0, False))
-    parsed = [parse_sweep_value(v) for v in values]
+    parsed: list[Any] = [parse_sweep_value(v) for v in values]
     if any(isinstance(v, list) for v in parsed):
         ranges = [v if isinstance(v, list) else [v, v] for v in parsed]
         x = np.array([(max(r) - min(r)) / scale for r in ranges])

@@ -36,7 +36,7 @@ def plot_breakdown(solution: dict, title: str | None = None) -> Figure:
     ax.axhline(solution["objective_s"], color="black", ls="--", lw=1, label=f"τ = {solution['objective_s']:.3g} s")
     if n <= 40:
         for p, b, s in zip(pos, bottom, per["split"], strict=True):
-            ax.text(p, b, f"{int(s)}", ha="center", va="bottom", fontsize=8)
+            ax.text(float(p), b, f"{int(s)}", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(pos)
         ax.set_xticklabels([str(i) for i in per["id"]], fontsize=8 if n > 20 else None)
     ax.set_ylim(0, max(bottom.max(), solution["objective_s"]) * 1.12)

@@ -16,8 +16,10 @@ copies whatever N is) and accumulated into a weighted average as they finish.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +29,7 @@ from hetsfl.models import SplittableModel
 from hetsfl.train.aggregate import UnitAverager, fedavg_unit_weights, sfl_v1_unit_weights, sfl_v2_unit_weights
 from hetsfl.train.schedule import BatchSchedule, device_order
 
-__all__ = ["METHODS", "RoundResult", "TrainMethod", "evaluate", "make_method", "split_step", "whole_step"]
-
-METHODS = ("fl", "sfl", "sfl_v2", "sl")
+__all__ = ["METHODS", "METHOD_CLASSES", "RoundResult", "TrainMethod", "evaluate", "make_method", "split_step", "whole_step"]
 
 
 class RoundResult:
@@ -140,7 +140,7 @@ class TrainMethod:
         momentum: float,
         weight_decay: float,
         seed: int,
-    ):
+    ) -> None:
         self.model = model
         self.schedule = schedule
         self.x = x
@@ -175,7 +175,7 @@ class TrainMethod:
 class FedAvgOrSFL(TrainMethod):
     """FL (every split = L, one optimiser) and SFL-V1 (client and server optimisers per device)."""
 
-    def __init__(self, *args, split: bool, **kwargs):
+    def __init__(self, *args: Any, split: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.name = "sfl" if split else "fl"
         self.split = split
@@ -224,7 +224,7 @@ class SFLV2(TrainMethod):
 
     name = "sfl_v2"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         L = self.model.num_units
         self.min_split = min(self.splits)
@@ -273,7 +273,7 @@ class SL(TrainMethod):
 
     name = "sl"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if len(set(self.splits)) != 1:
             raise ValueError(f"SL needs one common split point, got {self.splits}")
@@ -306,6 +306,16 @@ class SL(TrainMethod):
                 opt.load_state_dict(state[key])
 
 
+# Training method name -> its round runner (the arguments of TrainMethod); METHODS lists the names.
+METHOD_CLASSES: dict[str, Callable[..., TrainMethod]] = {
+    "fl": functools.partial(FedAvgOrSFL, split=False),
+    "sfl": functools.partial(FedAvgOrSFL, split=True),
+    "sfl_v2": SFLV2,
+    "sl": SL,
+}
+METHODS = tuple(METHOD_CLASSES)
+
+
 def make_method(
     method: str,
     model: SplittableModel,
@@ -319,13 +329,6 @@ def make_method(
     seed: int = 0,
 ) -> TrainMethod:
     """The round runner for `method` (one of METHODS) on the global `model`."""
-    args = (model, schedule, x, y, splits, lr, momentum, weight_decay, seed)
-    if method == "fl":
-        return FedAvgOrSFL(*args, split=False)
-    if method == "sfl":
-        return FedAvgOrSFL(*args, split=True)
-    if method == "sfl_v2":
-        return SFLV2(*args)
-    if method == "sl":
-        return SL(*args)
-    raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in METHOD_CLASSES:
+        raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHOD_CLASSES[method](model, schedule, x, y, splits, lr, momentum, weight_decay, seed)
