@@ -1,22 +1,5 @@
-"""Run loop: run_training, per-round metrics, outputs; resumes from a checkpoint.
-
-Outputs in ``out_dir``:
-
-- ``metrics.csv``: round (1-based), test_acc, test_loss, train_loss, round_latency_s, sim_time_s,
-  bits_up_total, bits_down_total, cum_bits_up, cum_bits_down. Deterministic: byte-identical for the same
-  spec, data and seed (also across a resume) on the same machine and torch build.
-- ``timing.csv``: round, wall_time_s, train_time_s, eval_time_s, samples_per_s (training samples per
-  second of training time). Wall-clock, so not reproducible.
-- ``bits.csv``: round, device, bits_up, bits_down.
-- ``final_model.pt``: state_dict of the final global model (tensors on the CPU).
-- ``summary.json``: the spec, final accuracy and loss, total simulated time and wall time; written last.
-- ``checkpoint.pt``: written every ``checkpoint_every`` rounds and at the end (and at ``stop_after_round``);
-  see :mod:`hetsfl.train.checkpoint`.
-
-Every file is written to a temporary name in ``out_dir`` and renamed into place (``os.replace``), so a
-killed job leaves either the old file or the new one, never a partial one. metrics/timing/bits,
-final_model and summary are written only when the run completes.
-"""
+"""Run loop: run_training builds the model and method, resumes from a checkpoint, trains the rounds and
+writes the outputs (listed in :mod:`hetsfl.train.outputs`; checkpoints in :mod:`hetsfl.train.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -37,7 +20,6 @@ from tqdm.auto import tqdm
 
 from hetsfl.data.formats import ImageDataset
 from hetsfl.errors import HetsflError
-from hetsfl.io import write_json, write_table
 from hetsfl.models import SplittableModel, build_model
 from hetsfl.train.bits import default_bits
 from hetsfl.train.checkpoint import (
@@ -46,16 +28,15 @@ from hetsfl.train.checkpoint import (
     data_fingerprint,
     load_checkpoint,
     save_checkpoint,
-    torch_save,
 )
 from hetsfl.train.methods import TrainMethod, evaluate, make_method
+from hetsfl.train.outputs import METRICS_COLUMNS, metrics_row, remove_outputs, summary, write_outputs
 from hetsfl.train.schedule import BatchSchedule, round_torch_seed
 from hetsfl.train.spec import TrainSpec, validate_spec
 
 __all__ = [
     "CHECKPOINT_NAME",
     "METRICS_COLUMNS",
-    "OUTPUT_NAMES",
     "TrainSpec",
     "default_bits",
     "resolve_device",
@@ -64,22 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("hetsfl.train")
-
-METRICS_COLUMNS = [
-    "round",
-    "test_acc",
-    "test_loss",
-    "train_loss",
-    "round_latency_s",
-    "sim_time_s",
-    "bits_up_total",
-    "bits_down_total",
-    "cum_bits_up",
-    "cum_bits_down",
-]
-TIMING_COLUMNS = ["round", "wall_time_s", "train_time_s", "eval_time_s", "samples_per_s"]
-BITS_COLUMNS = ["round", "device", "bits_up", "bits_down"]
-OUTPUT_NAMES = ("summary.json", "metrics.csv", "timing.csv", "bits.csv", "final_model.pt")  # summary first
 
 
 def resolve_device(name: str) -> torch.device:
@@ -213,7 +178,7 @@ def _train(run: _Run, progress: bool, stop_after_round: int | None) -> pd.DataFr
     """Rounds ``run.start`` .. ``spec.rounds`` - 1 with checkpoints; then the outputs (unless stopped early)."""
     spec = run.spec
     if run.start < spec.rounds:
-        _remove_outputs(run.out)  # stale results of an earlier run must not pass for this one's
+        remove_outputs(run.out)  # stale results of an earlier run must not pass for this one's
     bar = tqdm(range(run.start, spec.rounds), total=spec.rounds, initial=run.start, disable=not progress,
                desc=spec.method, unit="round")
     for r in bar:
@@ -228,7 +193,8 @@ def _train(run: _Run, progress: bool, stop_after_round: int | None) -> pd.DataFr
             logger.info("stopping after round %d as asked (checkpoint in %s)", done, run.ckpt_path)
             return pd.DataFrame(run.metrics, columns=METRICS_COLUMNS)
     bar.close()
-    return _write_outputs(run)
+    final = summary(run.spec, run.device, run.metrics, run.timing, len(run.bits_up), run.model.num_units)
+    return write_outputs(run.out, run.metrics, run.timing, run.bits_rows, cpu_state(run.model), final)
 
 
 def _one_round(run: _Run, r: int) -> dict[str, Any]:
@@ -263,64 +229,3 @@ def _one_round(run: _Run, r: int) -> dict[str, Any]:
         spec.method, r + 1, spec.rounds, test_acc, test_loss, train_loss, row["sim_time_s"], t2 - t0,
     )
     return row
-
-
-def metrics_row(
-    r: int, test_acc: float, test_loss: float, train_loss: float, latency_s: float, bits_up_total: float,
-    bits_down_total: float, prev: dict[str, Any] | None,
-) -> dict[str, Any]:
-    """The metrics.csv row of round ``r`` (0-based) after the row ``prev`` of the round before (None: first)."""
-    if prev is None:
-        prev = {"sim_time_s": 0.0, "cum_bits_up": 0.0, "cum_bits_down": 0.0}
-    up, down = float(bits_up_total), float(bits_down_total)
-    return {
-        "round": r + 1,
-        "test_acc": test_acc,
-        "test_loss": test_loss,
-        "train_loss": train_loss,
-        "round_latency_s": latency_s,
-        "sim_time_s": prev["sim_time_s"] + latency_s,
-        "bits_up_total": up,
-        "bits_down_total": down,
-        "cum_bits_up": prev["cum_bits_up"] + up,
-        "cum_bits_down": prev["cum_bits_down"] + down,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- the outputs
-def _remove_outputs(out: Path) -> None:
-    for name in OUTPUT_NAMES:
-        (out / name).unlink(missing_ok=True)
-
-
-def _write_outputs(run: _Run) -> pd.DataFrame:
-    """metrics, timing, bits, the final model and (last) summary.json; returns the metrics."""
-    df = pd.DataFrame(run.metrics, columns=METRICS_COLUMNS)
-    write_table(run.out / "metrics.csv", df)
-    write_table(run.out / "timing.csv", pd.DataFrame(run.timing, columns=TIMING_COLUMNS))
-    write_table(run.out / "bits.csv", pd.DataFrame(run.bits_rows, columns=BITS_COLUMNS))
-    torch_save(cpu_state(run.model), run.out / "final_model.pt")
-    write_json(run.out / "summary.json", _summary(run), indent=2, sort_keys=True, allow_nan=True)
-    return df
-
-
-def _summary(run: _Run) -> dict[str, Any]:
-    metrics, timing = run.metrics, run.timing
-    last = metrics[-1]
-    return {
-        "spec": run.spec.to_dict(),
-        "device": str(run.device),
-        "rounds_completed": len(metrics),
-        "final_test_acc": last["test_acc"],
-        "final_test_loss": last["test_loss"],
-        "final_train_loss": last["train_loss"],
-        "best_test_acc": max(m["test_acc"] for m in metrics),
-        "total_sim_time_s": last["sim_time_s"],
-        "total_bits_up": last["cum_bits_up"],
-        "total_bits_down": last["cum_bits_down"],
-        "wall_time_s": float(sum(t["wall_time_s"] for t in timing)),
-        "train_time_s": float(sum(t["train_time_s"] for t in timing)),
-        "num_devices": len(run.bits_up),
-        "num_units": run.model.num_units,
-        "torch_version": torch.__version__,
-    }
