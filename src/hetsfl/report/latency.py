@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -95,32 +96,7 @@ def plot_sweep(sweeps: pd.DataFrame, key: str) -> Figure:
     methods = ordered_methods(df["method"].unique())
     fig, axes = plt.subplots(1, len(names), figsize=(6.4 * len(names), 4.4), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], names, strict=True):
-        part = df[df["sweep"] == name]
-        values = list(dict.fromkeys(part["value"]))
-        x, xlabel, logx, ticks = sweep_axis(key, values)
-        pos = dict(zip(values, x, strict=True))
-        plot = pd.DataFrame({
-            "x": part["value"].map(pos).to_numpy(dtype=float),
-            "round latency (s)": part["objective_s"].to_numpy(dtype=float),
-            "method": [method_label(m) for m in part["method"]],
-        })
-        hue_order = [method_label(m) for m in methods]
-        sns.lineplot(data=plot, x="x", y="round latency (s)", hue="method", style="method", hue_order=hue_order,
-                     style_order=hue_order, markers=method_markers(methods), dashes=True,
-                     palette=method_palette(methods), markersize=7, ax=ax)
-        if logx:
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        ax.set_xticks(x)
-        if ticks:
-            ax.set_xticklabels(ticks, rotation=20)
-        else:
-            ax.set_xticklabels([f"{v:g}" for v in x])
-        ax.set_xlabel(xlabel)
-        y = plot["round latency (s)"]
-        if len(y) and y.min() > 0 and y.max() / y.min() > 8:
-            ax.set_yscale("log")
+        xlabel = _sweep_panel(ax, df[df["sweep"] == name], key, methods)
         ax.set_title(f"sweep '{name}'" if len(names) > 1 else f"round latency vs {xlabel.split(' (')[0]}")
         if ax is not axes[0][-1]:
             ax.get_legend().remove()
@@ -129,3 +105,33 @@ def plot_sweep(sweeps: pd.DataFrame, key: str) -> Figure:
     axes[0][0].set_ylabel("round latency τ (s)")
     fig.tight_layout()
     return fig
+
+
+def _sweep_panel(ax: Axes, part: pd.DataFrame, key: str, methods: list[str]) -> str:
+    """One sweep's lines (one per method) on ``ax`` with its x axis; returns the x label."""
+    values = list(dict.fromkeys(part["value"]))
+    x, xlabel, logx, ticks = sweep_axis(key, values)
+    pos = dict(zip(values, x, strict=True))
+    plot = pd.DataFrame({
+        "x": part["value"].map(pos).to_numpy(dtype=float),
+        "round latency (s)": part["objective_s"].to_numpy(dtype=float),
+        "method": [method_label(m) for m in part["method"]],
+    })
+    hue_order = [method_label(m) for m in methods]
+    sns.lineplot(data=plot, x="x", y="round latency (s)", hue="method", style="method", hue_order=hue_order,
+                 style_order=hue_order, markers=method_markers(methods), dashes=True,
+                 palette=method_palette(methods), markersize=7, ax=ax)
+    if logx:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xticks(x)
+    if ticks:
+        ax.set_xticklabels(ticks, rotation=20)
+    else:
+        ax.set_xticklabels([f"{v:g}" for v in x])
+    ax.set_xlabel(xlabel)
+    y = plot["round latency (s)"]
+    if len(y) and y.min() > 0 and y.max() / y.min() > 8:
+        ax.set_yscale("log")
+    return xlabel
