@@ -459,3 +459,33 @@ def test_real_fashion_mnist(tmp_path):
     assert abs(train.x.mean().item()) < 0.01 and abs(train.x.std().item() - 1) < 0.01
     assert list(tmp_path.iterdir()) == []  # nothing cached on disk
     assert elapsed < 6.0, f"loading took {elapsed:.2f} s (target < 2 s on an idle machine)"
+
+
+# ------------------------------------------------------------------------------------------------ registry
+@pytest.mark.parametrize("name", DATASET_NAMES)
+def test_loaded_data_matches_the_registry(tmp_path, name):
+    """Shapes and class counts are written once (hetsfl.data.registry); the loaders agree with it, and the
+    stages and the models read it from there."""
+    from hetsfl.data import DATASET_CLASSES, DATASET_SHAPES, dataset_info
+    from hetsfl.models import default_input_shape
+    from hetsfl.stages import common
+
+    if dataset_info(name).file_format == "cifar":
+        write_cifar(tmp_path / "cifar-10-batches-py")
+    else:
+        write_idx_set(tmp_path)
+    train, test = load_dataset(name, tmp_path, search_dirs=[])
+    for split in (train, test):
+        assert tuple(split.x.shape[1:]) == DATASET_SHAPES[name] == dataset_info(name).shape
+        assert split.num_classes == DATASET_CLASSES[name]
+    assert common.DATASET_SHAPES is DATASET_SHAPES and common.DATASET_CLASSES is DATASET_CLASSES
+    assert default_input_shape("cnn") == DATASET_SHAPES["fashion_mnist"]
+    assert default_input_shape("resnet18") == DATASET_SHAPES["cifar10"]
+
+
+def test_registry_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, hetsfl.data, hetsfl.stages.common; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -16,6 +16,8 @@ from hetsfl.train import TrainSpec, run_training
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.slow
+# Bits sent per round: computed from the model at 32 bits per value (the pipeline passes the solution's).
+BITS = dict(bits_per_activation=32, bits_per_param=32)
 
 
 
@@ -47,6 +49,7 @@ def test_sfl_v1_heterogeneous_equals_fedavg_cnn(tmp_path):
     train, test = fashion_subset()
     parts = iid_parts(len(train), 5)
     common = dict(
+        **BITS,
         model="cnn",
         rounds=3,
         local_iters=[3, 2, 4, 3, 2],
@@ -86,6 +89,7 @@ def test_sfl_v1_equals_fedavg_with_batchnorm(tmp_path):
     test = ImageDataset(x=x[16:], y=y[16:], num_classes=10, name="random")
     parts = [np.arange(0, 6), np.arange(6, 16)]
     common = dict(
+        **BITS,
         model="resnet18",
         rounds=2,
         local_iters=[2, 1],
@@ -116,6 +120,7 @@ def test_single_device_split_methods_equal_fedavg(tmp_path, method):
     # momentum 0 for SL: its optimiser state survives rounds, FedAvg's does not
     momentum = 0.9 if method == "sfl_v2" else 0.0
     common = dict(
+        **BITS,
         model="cnn", rounds=2, local_iters=[3], batch_sizes=[16], lr=0.05, momentum=momentum, seed=1
     )
     run_training(
@@ -131,7 +136,7 @@ def test_methods_start_from_same_model_and_batches(tmp_path):
     """Round-1 results of all methods with lr tiny are equal: same initial model and data (no hidden RNG)."""
     train, test = fashion_subset()
     parts = iid_parts(len(train), 3)
-    common = dict(model="cnn", rounds=1, local_iters=[1, 1, 1], batch_sizes=[8, 8, 8], lr=1e-12, seed=5)
+    common = dict(**BITS, model="cnn", rounds=1, local_iters=[1, 1, 1], batch_sizes=[8, 8, 8], lr=1e-12, seed=5)
     losses = {}
     for method, splits in [("fl", [6] * 3), ("sfl", [1, 3, 5]), ("sfl_v2", [1, 3, 5]), ("sl", [2] * 3)]:
         df = run_training(

@@ -14,6 +14,8 @@ from hetsfl.train import METRICS_COLUMNS, TrainSpec, run_training
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.slow
+# Bits sent per round: computed from the model at 32 bits per value (the pipeline passes the solution's).
+BITS = dict(bits_per_activation=32, bits_per_param=32)
 
 
 
@@ -33,6 +35,7 @@ def test_split_methods_learn(tmp_path, method, splits):
         momentum=0.9,
         seed=0,
         round_latency_s=2.5,
+        **BITS,
     )
     df = run_training(spec, train, test, parts, tmp_path, progress=False)
     assert list(df.columns) == METRICS_COLUMNS
@@ -73,3 +76,20 @@ def test_given_bits_are_recorded(tmp_path):
     )
     df = run_training(spec, train, test, parts, tmp_path, progress=False)
     assert df["bits_up_total"].tolist() == [30.0, 30.0] and df["cum_bits_down"].tolist() == [3.0, 6.0]
+
+
+def test_round_latencies_set_simulated_time(tmp_path):
+    """A latency per round (e.g. under fading): round r takes round_latencies_s[r]; the rest is unchanged."""
+    train, test = fashion_subset()
+    parts = [np.arange(0, 100), np.arange(100, 300)]
+    kw = dict(method="sfl", model="cnn", splits=[1, 4], rounds=3, local_iters=[1, 1], batch_sizes=[8, 8],
+              lr=0.01, bits_up=[10.0, 20.0], bits_down=[1.0, 2.0])
+    base = run_training(TrainSpec(**kw, round_latency_s=9.0), train, test, parts, tmp_path / "a", progress=False)
+    df = run_training(TrainSpec(**kw, round_latencies_s=[0.5, 2.0, 1.25, 7.0]), train, test, parts,
+                      tmp_path / "b", progress=False)
+    assert df["round_latency_s"].tolist() == [0.5, 2.0, 1.25]
+    assert df["sim_time_s"].tolist() == [0.5, 2.5, 3.75]
+    pd.testing.assert_frame_equal(df.drop(columns=["round_latency_s", "sim_time_s"]),
+                                  base.drop(columns=["round_latency_s", "sim_time_s"]))
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["total_sim_time_s"] == 3.75 and summary["spec"]["round_latencies_s"] == [0.5, 2.0, 1.25, 7.0]

@@ -12,6 +12,8 @@ from hetsfl.train import TrainSpec, run_training
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.slow
+# Bits sent per round: computed from the model at 32 bits per value (the pipeline passes the solution's).
+BITS = dict(bits_per_activation=32, bits_per_param=32)
 
 SPLITS = {"sfl": [1, 3, 5], "sfl_v2": [2, 1, 4], "sl": [2, 2, 2], "fl": [6, 6, 6]}
 
@@ -28,6 +30,7 @@ def parts_for(n_train: int) -> list[np.ndarray]:
 
 def spec_for(method: str, rounds: int = 4, **kw) -> TrainSpec:
     base = dict(
+        **BITS,
         method=method,
         model="cnn",
         splits=SPLITS[method],

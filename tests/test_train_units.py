@@ -20,6 +20,8 @@ from hetsfl.train.aggregate import (
 from hetsfl.train.schedule import BatchSchedule, device_order, epoch_permutation, round_torch_seed
 
 torch.set_num_threads(1)
+# Bits sent per round: computed from the model at 32 bits per value (the pipeline passes the solution's).
+BITS = dict(bits_per_activation=32, bits_per_param=32)
 
 
 # ---------------------------------------------------------------------------------------------- schedule
@@ -226,6 +228,7 @@ def test_unit_averager_missing_copy_is_an_error():
 # -------------------------------------------------------------------------------------- spec validation
 def _spec(**kw):
     base = dict(
+        **BITS,
         method="sfl", model="cnn", splits=[1, 2], rounds=2, local_iters=[1, 1], batch_sizes=[4, 4], lr=0.1
     )
     base.update(kw)
@@ -275,6 +278,46 @@ def test_default_bits_cnn():
     model = build_model("cnn")
     params = [sum(p.numel() for p in u.parameters()) for u in model.units.values()]
     # cut after pool1: 32 x 14 x 14 activations per sample
-    bits = default_bits(model, [2, 6], [10, 10], [32, 32])
+    bits = default_bits(model, [2, 6], [10, 10], [32, 32], bits_per_activation=32, bits_per_param=32)
     assert bits[0] == 32 * (10 * 32 * 32 * 14 * 14 + params[0] + params[1])
     assert bits[1] == 32 * sum(params)  # FL: the model only, no smashed data
+
+
+def test_default_bits_uses_the_given_bits_per_value():
+    torch.manual_seed(0)
+    model = build_model("cnn")
+    params = [sum(p.numel() for p in u.parameters()) for u in model.units.values()]
+    bits = default_bits(model, [2, 6], [10, 10], [32, 32], bits_per_activation=8, bits_per_param=16)
+    assert bits[0] == 8 * 10 * 32 * 32 * 14 * 14 + 16 * (params[0] + params[1])
+    assert bits[1] == 16 * sum(params)
+
+
+def test_spec_needs_bits_from_somewhere():
+    kw = dict(method="sfl", model="cnn", splits=[1, 2], rounds=2, local_iters=[1, 1], batch_sizes=[4, 4], lr=0.1)
+    with pytest.raises(ValueError, match="bits sent per round"):
+        validate_spec(TrainSpec(**kw), 2, 6)
+    with pytest.raises(ValueError, match="bits sent per round"):  # one direction given is not enough
+        validate_spec(TrainSpec(**kw, bits_up=[1.0, 2.0]), 2, 6)
+    validate_spec(TrainSpec(**kw, bits_up=[1.0, 2.0], bits_down=[3.0, 4.0]), 2, 6)
+    with pytest.raises(ValueError, match="bits_per_param must be >= 1"):
+        validate_spec(TrainSpec(**kw, bits_per_activation=32, bits_per_param=0), 2, 6)
+
+
+@pytest.mark.parametrize(
+    ("latencies", "match"),
+    [([1.0], "round_latencies_s has 1 entries but 2 rounds"), ([1.0, -1.0], "finite numbers >= 0"),
+     ([1.0, float("nan")], "finite numbers >= 0"), (["a", 1.0], "list of numbers")],
+)
+def test_round_latencies_are_validated(latencies, match):
+    with pytest.raises(ValueError, match=match):
+        validate_spec(_spec(round_latencies_s=latencies), 2, 6)
+
+
+def test_round_latencies_optional_in_to_dict():
+    """Unset optional fields stay out of the spec dict (summary.json and checkpoints as before)."""
+    d = _spec(bits_per_activation=None, bits_per_param=None, bits_up=[1, 2], bits_down=[1, 2]).to_dict()
+    assert not {"round_latencies_s", "bits_per_activation", "bits_per_param"} & set(d)
+    spec = _spec(round_latencies_s=np.array([0.5, 2]), rounds=2)
+    assert spec.to_dict()["round_latencies_s"] == [0.5, 2.0] and type(spec.round_latencies_s[1]) is float
+    assert [spec.latency_of_round(r) for r in range(2)] == [0.5, 2.0]
+    assert _spec(round_latency_s=3).latency_of_round(1) == 3.0

@@ -51,9 +51,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path: str | os.PathLike, doc, indent: int = 1) -> None:
+def write_json(
+    path: str | os.PathLike, doc, indent: int = 1, *, sort_keys: bool = False, allow_nan: bool = False
+) -> None:
+    """Write ``doc`` as JSON (numpy numbers and arrays as plain JSON) to ``path`` atomically.
+
+    ``allow_nan`` lets NaN and infinities through as ``NaN``/``Infinity`` (not strict JSON; a training summary
+    may hold a diverged loss)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=indent, default=_default, allow_nan=False) + "\n")
+        tmp.write_text(
+            json.dumps(doc, indent=indent, default=_default, allow_nan=allow_nan, sort_keys=sort_keys) + "\n"
+        )
 
 
 def write_table(path: str | os.PathLike, frame) -> None:

@@ -68,6 +68,22 @@ def iid(labels: np.ndarray, num_devices: int, seed: int, min_size: int = 1) -> l
     return _finish(np.array_split(perm, num_devices))
 
 
+def _dirichlet_draw(rng: np.random.Generator, by_class: list[np.ndarray], conc: np.ndarray) -> list[np.ndarray]:
+    """One draw: each class's shuffled members cut over the devices in proportions from Dir(conc)."""
+    num_devices = conc.size
+    buckets: list[list[np.ndarray]] = [[] for _ in range(num_devices)]
+    for members in by_class:
+        members = rng.permutation(members)
+        p = rng.dirichlet(conc)
+        if not np.all(np.isfinite(p)) or p.sum() <= 0:  # defensive: degenerate draw for tiny alpha
+            p = np.zeros(num_devices)
+            p[rng.integers(num_devices)] = 1.0
+        cuts = np.clip(np.floor(np.cumsum(p)[:-1] * members.size), 0, members.size).astype(np.int64)
+        for d, chunk in enumerate(np.split(members, cuts)):
+            buckets[d].append(chunk)
+    return [np.concatenate(b) if b else np.empty(0, dtype=np.int64) for b in buckets]
+
+
 def dirichlet(
     labels: np.ndarray,
     num_devices: int,
@@ -96,17 +112,7 @@ def dirichlet(
     conc = np.full(num_devices, float(alpha))
     sizes = np.zeros(num_devices, dtype=np.int64)
     for _ in range(max_tries):
-        buckets: list[list[np.ndarray]] = [[] for _ in range(num_devices)]
-        for members in by_class:
-            members = rng.permutation(members)
-            p = rng.dirichlet(conc)
-            if not np.all(np.isfinite(p)) or p.sum() <= 0:  # defensive: degenerate draw for tiny alpha
-                p = np.zeros(num_devices)
-                p[rng.integers(num_devices)] = 1.0
-            cuts = np.clip(np.floor(np.cumsum(p)[:-1] * members.size), 0, members.size).astype(np.int64)
-            for d, chunk in enumerate(np.split(members, cuts)):
-                buckets[d].append(chunk)
-        parts = [np.concatenate(b) if b else np.empty(0, dtype=np.int64) for b in buckets]
+        parts = _dirichlet_draw(rng, by_class, conc)
         sizes = np.array([p.size for p in parts])
         if sizes.min() >= min_size:
             return _finish(parts)
@@ -153,7 +159,7 @@ def shards(
 
 # ------------------------------------------------------------------------------------------------ dispatch
 def make_partition(
-    labels,
+    labels: np.ndarray,
     num_devices: int,
     scheme: str,
     seed: int,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 
+from hetsfl.data.registry import DATASET_SHAPES
 from hetsfl.models.base import SplittableModel
 from hetsfl.models.cnn import build_cnn
 from hetsfl.models.resnet import build_resnet18
@@ -17,11 +18,8 @@ _BUILDERS: dict[str, Callable[[int, tuple[int, int, int]], SplittableModel]] = {
     "vgg16": build_vgg16,
     "resnet18": build_resnet18,
 }
-_DEFAULT_SHAPES: dict[str, tuple[int, int, int]] = {
-    "cnn": (1, 28, 28),
-    "vgg16": (3, 32, 32),
-    "resnet18": (3, 32, 32),
-}
+# The dataset each model is meant for; its input shape is the model's default (hetsfl.data.registry).
+_DEFAULT_DATASETS = {"cnn": "fashion_mnist", "vgg16": "cifar10", "resnet18": "cifar10"}
 
 __all__ = ["MODEL_NAMES", "SplittableModel", "build_model", "default_input_shape"]
 
@@ -45,8 +43,9 @@ def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def default_input_shape(name: str) -> tuple[int, int, int]:
-    """(C, H, W) the model is meant for: (1, 28, 28) for cnn, (3, 32, 32) for vgg16 and resnet18."""
-    return _DEFAULT_SHAPES[_check_name(name)]
+    """(C, H, W) of the dataset the model is meant for: Fashion-MNIST's (1, 28, 28) for cnn, CIFAR-10's
+    (3, 32, 32) for vgg16 and resnet18."""
+    return DATASET_SHAPES[_DEFAULT_DATASETS[_check_name(name)]]
 
 
 def build_model(

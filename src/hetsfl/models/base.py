@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import operator
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 
-def _validate_units(units: list[tuple[str, nn.Module]]) -> None:
+def _validate_units(units: Sequence[tuple[str, nn.Module]]) -> None:
     """Raise ValueError for an empty unit list, bad names or duplicate names."""
     if not units:
         raise ValueError("a SplittableModel needs at least one unit")
@@ -28,7 +29,7 @@ def _validate_units(units: list[tuple[str, nn.Module]]) -> None:
 class SplittableModel(nn.Module):
     """An ordered list of L named units. Cut c in 0..L means units 1..c run on the device."""
 
-    def __init__(self, units: list[tuple[str, nn.Module]], input_shape: tuple[int, ...], num_classes: int):
+    def __init__(self, units: Sequence[tuple[str, nn.Module]], input_shape: tuple[int, ...], num_classes: int):
         super().__init__()
         _validate_units(units)
         self.units = nn.ModuleDict(OrderedDict(units))

@@ -1,7 +1,10 @@
 """Constants shared by the stages."""
 
-DATASET_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
-NUM_CLASSES = 10
+# Dataset shapes and class counts live in hetsfl.data.registry (no torch); re-exported here.
+from hetsfl.data.registry import DATASET_CLASSES, DATASET_SHAPES
+
+__all__ = ["DATASET_CLASSES", "DATASET_SHAPES", "TRAIN_METHODS"]
+
 # Training method -> (optimisation method whose splits and round latency it uses, engine method).
 TRAIN_METHODS = {
     "sfl": ("ao", "sfl"),

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from hetsfl.io import provenance
-from hetsfl.stages.common import DATASET_SHAPES, NUM_CLASSES
+from hetsfl.stages.common import DATASET_CLASSES, DATASET_SHAPES
 
 log = logging.getLogger("hetsfl.stages.profile")
 
@@ -21,7 +21,7 @@ def stage_profile(cfg: dict, out_json: str | Path, out_csv: str | Path) -> list[
     torch.set_num_threads(pcfg["threads"])
     torch.manual_seed(cfg["seed"])
     shape = DATASET_SHAPES[cfg["dataset"]["name"]]
-    model = build_model(cfg["model"], num_classes=NUM_CLASSES, input_shape=shape)
+    model = build_model(cfg["model"], num_classes=DATASET_CLASSES[cfg["dataset"]["name"]], input_shape=shape)
     bits_a, bits_p = cfg["physical"]["bits_per_activation"], cfg["physical"]["bits_per_param"]
     rows = profile_model(model, batch_size=pcfg["batch_size"], repeats=pcfg["repeats"],
                          bits_per_activation=bits_a, bits_per_param=bits_p, seed=cfg["seed"])

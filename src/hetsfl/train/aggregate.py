@@ -115,7 +115,7 @@ class UnitAverager:
         self._wsum: dict[str, float] = dict.fromkeys(reference, 0.0)
 
     def add(
-        self, state: Mapping[str, torch.Tensor], unit_weights: Sequence[float], prefix: str = "units."
+        self, state: Mapping[str, torch.Tensor], unit_weights: Sequence[float] | np.ndarray, prefix: str = "units."
     ) -> None:
         """Add one copy with per-unit weights."""
         for key, tensor in state.items():

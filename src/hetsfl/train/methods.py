@@ -16,112 +16,31 @@ copies whatever N is) and accumulated into a weighted average as they finish.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hetsfl.models import SplittableModel
 from hetsfl.train.aggregate import UnitAverager, fedavg_unit_weights, sfl_v1_unit_weights, sfl_v2_unit_weights
 from hetsfl.train.schedule import BatchSchedule, device_order
+from hetsfl.train.steps import RoundResult, copy_state, evaluate, make_sgd, split_step, whole_step
 
-__all__ = ["METHODS", "RoundResult", "TrainMethod", "evaluate", "make_method", "split_step", "whole_step"]
-
-METHODS = ("fl", "sfl", "sfl_v2", "sl")
-
-
-class RoundResult:
-    """Sum of the round's batch losses (a tensor, no sync), number of batches and samples."""
-
-    __slots__ = ("loss_sum", "num_batches", "num_samples")
-
-    def __init__(self, loss_sum: torch.Tensor, num_batches: int, num_samples: int):
-        self.loss_sum = loss_sum
-        self.num_batches = num_batches
-        self.num_samples = num_samples
-
-    @property
-    def mean_loss(self) -> float:
-        return float(self.loss_sum.item()) / max(self.num_batches, 1)
-
-
-def make_sgd(module: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD | None:
-    """SGD over the module's trainable parameters, or None if it has none."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
-        return None
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-def whole_step(
-    model: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """One SGD iteration of the whole model; returns the detached batch loss."""
-    if opt is not None:
-        opt.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    if opt is not None:
-        opt.step()
-    return loss.detach()
-
-
-def split_step(
-    client: nn.Module,
-    server: nn.Module,
-    opt_client: torch.optim.Optimizer | None,
-    opt_server: torch.optim.Optimizer | None,
-    x: torch.Tensor,
-    y: torch.Tensor,
-) -> torch.Tensor:
-    """One split iteration (client forward, server forward/backward/step, client backward/step)."""
-    if opt_client is not None:
-        opt_client.zero_grad(set_to_none=True)
-    if opt_server is not None:
-        opt_server.zero_grad(set_to_none=True)
-    out = client(x)
-    smashed = out.detach()
-    if out.requires_grad:
-        smashed.requires_grad_()
-    loss = F.cross_entropy(server(smashed), y)
-    loss.backward()
-    if opt_server is not None:
-        opt_server.step()
-        opt_server.zero_grad(set_to_none=True)  # free the gradients now: SFL-V2 keeps N client models
-    if out.requires_grad:
-        out.backward(smashed.grad)
-    if opt_client is not None:
-        opt_client.step()
-        opt_client.zero_grad(set_to_none=True)
-    return loss.detach()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` in eval mode on (x, y); restores the training flag."""
-    was_training = model.training
-    model.eval()
-    device = next(iter(model.parameters())).device
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    n = int(y.shape[0])
-    for start in range(0, n, batch_size):
-        xb = x[start : start + batch_size].to(device, non_blocking=True)
-        yb = y[start : start + batch_size].to(device, non_blocking=True)
-        logits = model(xb)
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").to(torch.float64)
-        correct += (logits.argmax(dim=1) == yb).sum()
-    model.train(was_training)
-    return int(correct.item()) / n, float(loss_sum.item()) / n
-
-
-def copy_state(dst: nn.Module, src: dict[str, torch.Tensor], prefix: str = "units.") -> None:
-    """Copy the global state `src` (keys ``units.…``) into `dst` in place; `dst`'s keys carry `prefix`."""
-    with torch.no_grad():
-        for key, tensor in dst.state_dict().items():
-            tensor.copy_(src["units." + key[len(prefix) :]])
+__all__ = [
+    "METHODS",
+    "METHOD_CLASSES",
+    "RoundResult",
+    "TrainMethod",
+    "copy_state",
+    "evaluate",
+    "make_method",
+    "make_sgd",
+    "split_step",
+    "whole_step",
+]
 
 
 class TrainMethod:
@@ -140,7 +59,7 @@ class TrainMethod:
         momentum: float,
         weight_decay: float,
         seed: int,
-    ):
+    ) -> None:
         self.model = model
         self.schedule = schedule
         self.x = x
@@ -175,7 +94,7 @@ class TrainMethod:
 class FedAvgOrSFL(TrainMethod):
     """FL (every split = L, one optimiser) and SFL-V1 (client and server optimisers per device)."""
 
-    def __init__(self, *args, split: bool, **kwargs):
+    def __init__(self, *args: Any, split: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.name = "sfl" if split else "fl"
         self.split = split
@@ -224,7 +143,7 @@ class SFLV2(TrainMethod):
 
     name = "sfl_v2"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         L = self.model.num_units
         self.min_split = min(self.splits)
@@ -273,7 +192,7 @@ class SL(TrainMethod):
 
     name = "sl"
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if len(set(self.splits)) != 1:
             raise ValueError(f"SL needs one common split point, got {self.splits}")
@@ -306,6 +225,16 @@ class SL(TrainMethod):
                 opt.load_state_dict(state[key])
 
 
+# Training method name -> its round runner (the arguments of TrainMethod); METHODS lists the names.
+METHOD_CLASSES: dict[str, Callable[..., TrainMethod]] = {
+    "fl": functools.partial(FedAvgOrSFL, split=False),
+    "sfl": functools.partial(FedAvgOrSFL, split=True),
+    "sfl_v2": SFLV2,
+    "sl": SL,
+}
+METHODS = tuple(METHOD_CLASSES)
+
+
 def make_method(
     method: str,
     model: SplittableModel,
@@ -319,13 +248,6 @@ def make_method(
     seed: int = 0,
 ) -> TrainMethod:
     """The round runner for `method` (one of METHODS) on the global `model`."""
-    args = (model, schedule, x, y, splits, lr, momentum, weight_decay, seed)
-    if method == "fl":
-        return FedAvgOrSFL(*args, split=False)
-    if method == "sfl":
-        return FedAvgOrSFL(*args, split=True)
-    if method == "sfl_v2":
-        return SFLV2(*args)
-    if method == "sl":
-        return SL(*args)
-    raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in METHOD_CLASSES:
+        raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
+    return METHOD_CLASSES[method](model, schedule, x, y, splits, lr, momentum, weight_decay, seed)
