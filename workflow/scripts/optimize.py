@@ -3,5 +3,5 @@ from hetsfl.io import setup_logging
 setup_logging(snakemake.log[0])
 from hetsfl.stages.optimize import stage_optimize  # noqa: E402
 
-cfg = {"optimize": snakemake.params.optimize}
-stage_optimize(cfg, snakemake.input.problem, snakemake.wildcards.method, snakemake.output[0])
+stage_optimize(**dict(snakemake.params.items()), problem_path=snakemake.input.problem,
+               method=snakemake.wildcards.method, out=snakemake.output[0])

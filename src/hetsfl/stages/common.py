@@ -1,12 +1,50 @@
-"""Constants shared by the stages."""
+"""What the stages share: the training-method registry, dataset shapes, and reading validated inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from hetsfl.errors import ConfigError
 
 DATASET_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 NUM_CLASSES = 10
-# Training method -> (optimisation method whose splits and round latency it uses, engine method).
-TRAIN_METHODS = {
-    "sfl": ("ao", "sfl"),
-    "sfl_fixed": ("fixed_split", "sfl"),
-    "sfl_v2": ("ao", "sfl_v2"),
-    "fl": ("fl", "fl"),
-    "sl": ("sl", "sl"),
+
+
+class TrainMethod(NamedTuple):
+    """A training method of the pipeline: the optimisation method whose solution (splits, round latency)
+    it uses, and the engine method (hetsfl.train.methods) that trains it."""
+
+    solution_method: str
+    engine_method: str
+
+
+# The one registry of training methods: the config schema's `train.methods` and the CLI's choices are
+# tested against it (tests/test_registries.py); the workflow asks it which solution each one needs.
+TRAIN_METHODS: dict[str, TrainMethod] = {
+    "sfl": TrainMethod("ao", "sfl"),
+    "sfl_fixed": TrainMethod("fixed_split", "sfl"),
+    "sfl_v2": TrainMethod("ao", "sfl_v2"),
+    "fl": TrainMethod("fl", "fl"),
+    "sl": TrainMethod("sl", "sl"),
 }
+
+
+def train_method(name: str) -> TrainMethod:
+    if name not in TRAIN_METHODS:
+        raise ConfigError(f"unknown training method {name!r}; choose one of {', '.join(TRAIN_METHODS)}")
+    return TRAIN_METHODS[name]
+
+
+def read_document(path: str | Path, kind: str) -> dict:
+    """Read a JSON input of a stage and validate it against schemas/<kind>.schema.json; errors name the file."""
+    from hetsfl.optim.problem import read_json, validate_document
+
+    doc = read_json(path, kind)
+    if not isinstance(doc, dict):
+        raise ConfigError(
+            f"{kind} file {path} holds a JSON {type(doc).__name__}, not a {kind} (a JSON object); "
+            f"pass a {kind} file written by the pipeline"
+        )
+    validate_document(doc, kind, f"{kind} file {path}")
+    return doc
