@@ -61,8 +61,8 @@ def workflow_copy(tmp_path_factory) -> Path:
 
 
 def test_pipeline_outputs(workflow_copy):
-    res = workflow_copy / "results"
     cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    res = workflow_copy / cfg["results_dir"]
     scenarios = pd.read_csv(res / "tables/scenarios.csv")
     assert set(scenarios["method"]) >= set(cfg["optimize"]["methods"])
     objective = scenarios.set_index("method")["objective_s"]
@@ -76,7 +76,7 @@ def test_pipeline_outputs(workflow_copy):
         assert metrics["sim_time_s"].is_monotonic_increasing
         summary = json.loads((res / f"train/{method}/seed0/summary.json").read_text())
         assert summary
-    assert (workflow_copy / "logs/optimize/default/ao.log").exists()
+    assert (workflow_copy / cfg["logs_dir"] / "optimize/default/ao.log").exists()
     for name in ("latency", "training", "profile"):
         assert (res / f"notebooks/{name}.html").stat().st_size > 0
         assert list((res / f"figures/{name}").glob("*.png")) and list((res / f"figures/{name}").glob("*.pdf"))
@@ -122,3 +122,16 @@ def test_bad_config_is_a_clear_error(workflow_copy):
     proc = snakemake(workflow_copy, "-n", config="bad.yaml", check=False)
     assert proc.returncode != 0
     assert "fading" in proc.stdout + proc.stderr
+
+
+def test_a_second_configuration_has_its_own_results(workflow_copy):
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    cfg["results_dir"], cfg["logs_dir"] = "results/other", "logs/other"
+    (workflow_copy / "other.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(workflow_copy, "-n", "optimize_all", config="other.yaml"))
+    n_scenarios = 1 + len(cfg["sweeps"]["devices"]["values"])
+    assert jobs["profile"] == 1 and jobs["scenario"] == n_scenarios and jobs["problem"] == n_scenarios
+    proc = snakemake(workflow_copy, "-n", "--printshellcmds", "optimize_all", config="other.yaml")
+    written = [line.split(":", 1)[1] for line in proc.stdout.splitlines() if line.strip().startswith("output:")]
+    assert written and all(path.strip().startswith("results/other/") for w in written for path in w.split(","))
+    assert planned_jobs(snakemake(workflow_copy, "-n")) == {}  # the test config's results are untouched

@@ -137,9 +137,25 @@ def main(argv: list[str] | None = None) -> int:
     except HetsflError as exc:
         print(f"hetsfl: error: {exc}", file=sys.stderr)
     except OSError as exc:  # a user-given path that cannot be read or written
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"hetsfl: error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"hetsfl: error: {_os_error_path(args, exc)}: {exc.strerror or exc}", file=sys.stderr)
     return EXIT_ERROR
+
+
+def _os_error_path(args: argparse.Namespace, exc: OSError) -> str:
+    """The user-given path an OS error is about: for the temporary file of an atomic write
+    (hetsfl.io: .NAME.*.tmp beside NAME), the argument and the path the user gave."""
+    if not exc.filename:
+        return "cannot read or write a file"
+    failed = Path(str(exc.filename))
+    for name in OUTPUT_FILES + OUTPUT_DIRS + INPUT_FILES:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        given = Path(value)
+        temporary = failed.parent == given.parent and failed.name.startswith(f".{given.name}.")
+        if failed == given or temporary or given in failed.parents:
+            return f"--{name.replace('_', '-')} {given}"
+    return str(failed)
 
 
 def _run(args: argparse.Namespace) -> int:
