@@ -10,9 +10,10 @@ from hetsfl.stages.common import TRAIN_METHODS
 
 REPO = Path(workflow.basedir)  # the folder of the Snakefile
 SRC = REPO / "src"
-# One config schema, the package's (hetsfl.config validates with the same file).
-validate(config, str(SRC / "hetsfl" / "schemas" / "config.schema.yaml"))
+# One config schema, the package's: the project's one-line messages first (hetsfl.config), then Snakemake's
+# validate (the same schema; it records the defaults the way Snakemake expects).
 config.update(validate_config(config))
+validate(config, str(SRC / "hetsfl" / "schemas" / "config.schema.yaml"))
 
 # With --use-conda every rule runs in the project environment (environment.yml).
 ENV = "../../environment.yml"
@@ -60,7 +61,7 @@ def log_path(kind, **values):
 
 class _Keep(dict):
     def __missing__(self, key):
-        return "{" + key + "}"
+        return f"{{{key}}}"
 
 
 wildcard_constraints:
