@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -46,5 +47,20 @@ def read_document(path: str | Path, kind: str) -> dict:
             f"{kind} file {path} holds a JSON {type(doc).__name__}, not a {kind} (a JSON object); "
             f"pass a {kind} file written by the pipeline"
         )
+    bad = [".".join(map(str, where)) for where in _non_finite(doc)]
+    if bad:
+        raise ConfigError(f"{kind} file {path}: numbers must be finite; NaN or Infinity at: {', '.join(bad[:10])}")
     validate_document(doc, kind, f"{kind} file {path}")
     return doc
+
+
+def _non_finite(doc, where=()):
+    """Paths of NaN or infinite numbers (Python's JSON reader accepts them; JSON Schema bounds do not catch them)."""
+    if isinstance(doc, float) and not math.isfinite(doc):
+        yield where
+    elif isinstance(doc, dict):
+        for key, value in doc.items():
+            yield from _non_finite(value, (*where, key))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            yield from _non_finite(value, (*where, i))
