@@ -86,6 +86,19 @@ def test_second_run_has_nothing_to_do(workflow_copy):
     assert planned_jobs(snakemake(workflow_copy, "-n")) == {}
 
 
+def test_a_second_configuration_has_its_own_results(workflow_copy):
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    cfg["results_dir"], cfg["logs_dir"] = "results/other", "logs/other"
+    (workflow_copy / "other.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(workflow_copy, "-n", "optimize_all", config="other.yaml"))
+    n_scenarios = 1 + len(cfg["sweeps"]["devices"]["values"])
+    assert jobs["profile"] == 1 and jobs["scenario"] == n_scenarios and jobs["problem"] == n_scenarios
+    proc = snakemake(workflow_copy, "-n", "--printshellcmds", "optimize_all", config="other.yaml")
+    written = [line.split(":", 1)[1] for line in proc.stdout.splitlines() if line.strip().startswith("output:")]
+    assert written and all(path.strip().startswith("results/other/") for w in written for path in w.split(","))
+    assert planned_jobs(snakemake(workflow_copy, "-n")) == {}  # the test config's results are untouched
+
+
 def test_changing_one_scenario_parameter_reruns_only_its_dependents(workflow_copy):
     cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
     cfg["sweeps"]["devices"]["values"] = [3, 7]
@@ -123,15 +136,3 @@ def test_bad_config_is_a_clear_error(workflow_copy):
     assert proc.returncode != 0
     assert "fading" in proc.stdout + proc.stderr
 
-
-def test_a_second_configuration_has_its_own_results(workflow_copy):
-    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
-    cfg["results_dir"], cfg["logs_dir"] = "results/other", "logs/other"
-    (workflow_copy / "other.yaml").write_text(yaml.safe_dump(cfg))
-    jobs = planned_jobs(snakemake(workflow_copy, "-n", "optimize_all", config="other.yaml"))
-    n_scenarios = 1 + len(cfg["sweeps"]["devices"]["values"])
-    assert jobs["profile"] == 1 and jobs["scenario"] == n_scenarios and jobs["problem"] == n_scenarios
-    proc = snakemake(workflow_copy, "-n", "--printshellcmds", "optimize_all", config="other.yaml")
-    written = [line.split(":", 1)[1] for line in proc.stdout.splitlines() if line.strip().startswith("output:")]
-    assert written and all(path.strip().startswith("results/other/") for w in written for path in w.split(","))
-    assert planned_jobs(snakemake(workflow_copy, "-n")) == {}  # the test config's results are untouched
