@@ -99,6 +99,23 @@ def test_a_second_configuration_has_its_own_results(workflow_copy):
     assert planned_jobs(snakemake(workflow_copy, "-n")) == {}  # the test config's results are untouched
 
 
+def test_a_bad_stage_input_fails_the_rule_with_its_message(workflow_copy):
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    root = Path(cfg["results_dir"])
+    bad = workflow_copy / root / "scenarios/bogus.json"
+    bad.write_text("[1, 2]")
+    try:
+        target = str(root / "problems/bogus.json")
+        proc = snakemake(workflow_copy, target, "--allowed-rules", "problem", check=False)
+    finally:
+        bad.unlink()
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"hetsfl: error: scenario file {root}/scenarios/bogus.json holds a JSON list" in out
+    assert "Traceback" not in out
+    assert not (workflow_copy / target).exists()
+
+
 def test_changing_one_scenario_parameter_reruns_only_its_dependents(workflow_copy):
     cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
     cfg["sweeps"]["devices"]["values"] = [3, 7]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from hetsfl.errors import ConfigError
+from hetsfl.errors import ConfigError, HetsflError
 
 DATASET_SHAPES = {"fashion_mnist": (1, 28, 28), "mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 NUM_CLASSES = 10
@@ -64,3 +66,13 @@ def _non_finite(doc, where=()):
     elif isinstance(doc, list):
         for i, value in enumerate(doc):
             yield from _non_finite(value, (*where, i))
+
+
+def run_stage(stage: Callable[..., object], **kwargs) -> None:
+    """For workflow/scripts: run ``stage``; a HetsflError ends the job with exit status 1 and its message in
+    the rule's log (Snakemake shows it), without a Python traceback."""
+    try:
+        stage(**kwargs)
+    except HetsflError as exc:
+        print(f"hetsfl: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
