@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 def snakemake(workdir: Path, *args: str, config: str = "config/test.yaml", check: bool = True):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    cmd = [str(BIN / "snakemake"), "--cores", "2", "--configfile", config, *args]
+    # Targets and options first: --configfile takes several files and would read a target after it as one.
+    cmd = [str(BIN / "snakemake"), *args, "--cores", "2", "--configfile", config]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

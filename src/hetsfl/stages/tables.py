@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hetsfl.errors import ConfigError
 from hetsfl.io import write_table
 from hetsfl.stages.common import read_document
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def stage_sweep_table(
@@ -17,7 +21,7 @@ def stage_sweep_table(
     sweep: str | None = None,
     key: str | None = None,
     values: Mapping[str, object] | None = None,
-):
+) -> pd.DataFrame:
     """One row per solution file; the scenario is the one named in the solution's ``meta``.
 
     For a sweep table, ``values`` maps each sweep point (scenario name) to its value of ``key``.

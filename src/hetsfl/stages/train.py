@@ -7,10 +7,14 @@ partition) before the first output file is written.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hetsfl.errors import ConfigError
 from hetsfl.io import provenance, write_json
 from hetsfl.stages.common import read_document, train_method
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def stage_train(
@@ -39,7 +43,7 @@ def stage_train(
     checkpoint_every: int = 5,
     eval_batch_size: int = 1000,
     progress: bool = True,
-):
+) -> pd.DataFrame:
     """Train ``method`` (stages.common.TRAIN_METHODS) with the splits and round latency of its solution."""
     expected = train_method(method)
     problem = read_document(problem_path, "problem")
