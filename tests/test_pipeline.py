@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 def snakemake(workdir: Path, *args: str, config: str = "config/test.yaml", check: bool = True):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    cmd = [str(BIN / "snakemake"), "--cores", "2", "--configfile", config, *args]
+    # Targets and options first: --configfile takes several files and would read a target after it as one.
+    cmd = [str(BIN / "snakemake"), *args, "--cores", "2", "--configfile", config]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
@@ -61,8 +62,8 @@ def workflow_copy(tmp_path_factory) -> Path:
 
 
 def test_pipeline_outputs(workflow_copy):
-    res = workflow_copy / "results"
     cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    res = workflow_copy / cfg["results_dir"]
     scenarios = pd.read_csv(res / "tables/scenarios.csv")
     assert set(scenarios["method"]) >= set(cfg["optimize"]["methods"])
     objective = scenarios.set_index("method")["objective_s"]
@@ -76,7 +77,7 @@ def test_pipeline_outputs(workflow_copy):
         assert metrics["sim_time_s"].is_monotonic_increasing
         summary = json.loads((res / f"train/{method}/seed0/summary.json").read_text())
         assert summary
-    assert (workflow_copy / "logs/optimize/default/ao.log").exists()
+    assert (workflow_copy / cfg["logs_dir"] / "optimize/default/ao.log").exists()
     for name in ("latency", "training", "profile"):
         assert (res / f"notebooks/{name}.html").stat().st_size > 0
         assert list((res / f"figures/{name}").glob("*.png")) and list((res / f"figures/{name}").glob("*.pdf"))
@@ -84,6 +85,36 @@ def test_pipeline_outputs(workflow_copy):
 
 def test_second_run_has_nothing_to_do(workflow_copy):
     assert planned_jobs(snakemake(workflow_copy, "-n")) == {}
+
+
+def test_a_second_configuration_has_its_own_results(workflow_copy):
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    cfg["results_dir"], cfg["logs_dir"] = "results/other", "logs/other"
+    (workflow_copy / "other.yaml").write_text(yaml.safe_dump(cfg))
+    jobs = planned_jobs(snakemake(workflow_copy, "-n", "optimize_all", config="other.yaml"))
+    n_scenarios = 1 + len(cfg["sweeps"]["devices"]["values"])
+    assert jobs["profile"] == 1 and jobs["scenario"] == n_scenarios and jobs["problem"] == n_scenarios
+    proc = snakemake(workflow_copy, "-n", "--printshellcmds", "optimize_all", config="other.yaml")
+    written = [line.split(":", 1)[1] for line in proc.stdout.splitlines() if line.strip().startswith("output:")]
+    assert written and all(path.strip().startswith("results/other/") for w in written for path in w.split(","))
+    assert planned_jobs(snakemake(workflow_copy, "-n")) == {}  # the test config's results are untouched
+
+
+def test_a_bad_stage_input_fails_the_rule_with_its_message(workflow_copy):
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    root = Path(cfg["results_dir"])
+    bad = workflow_copy / root / "scenarios/bogus.json"
+    bad.write_text("[1, 2]")
+    try:
+        target = str(root / "problems/bogus.json")
+        proc = snakemake(workflow_copy, target, "--allowed-rules", "problem", check=False)
+    finally:
+        bad.unlink()
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert f"hetsfl: error: scenario file {root}/scenarios/bogus.json holds a JSON list" in out
+    assert "Traceback" not in out
+    assert not (workflow_copy / target).exists()
 
 
 def test_changing_one_scenario_parameter_reruns_only_its_dependents(workflow_copy):
@@ -122,3 +153,4 @@ def test_bad_config_is_a_clear_error(workflow_copy):
     proc = snakemake(workflow_copy, "-n", config="bad.yaml", check=False)
     assert proc.returncode != 0
     assert "fading" in proc.stdout + proc.stderr
+

@@ -22,6 +22,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -268,9 +269,10 @@ def test_pipeline_test_config_on_slurm(slurm_cluster, tmp_path):
     # The outputs themselves say which SLURM job wrote them (hetsfl.io.provenance).
     import json
 
-    profile_meta = json.loads(next((tmp_path / "results/profiles").glob("*.json")).read_text())["meta"]
+    root = tmp_path / yaml.safe_load(Path(configfile).read_text())["results_dir"]
+    profile_meta = json.loads(next((root / "profiles").glob("*.json")).read_text())["meta"]
     job_ids = {profile_meta["provenance"]["slurm_job_id"]}
-    for prov in (tmp_path / "results/train").rglob("provenance.json"):
+    for prov in (root / "train").rglob("provenance.json"):
         job_ids.add(json.loads(prov.read_text())["slurm_job_id"])
     assert len(job_ids) >= 2 and all(j and j.isdigit() for j in job_ids), job_ids
     assert job_ids <= {p.stem for p in slurm_logs}, (job_ids, [p.stem for p in slurm_logs])

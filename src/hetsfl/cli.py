@@ -1,23 +1,64 @@
-"""The `hetsfl` command line: each pipeline stage as a subcommand, for use outside Snakemake."""
+"""The `hetsfl` command line: each pipeline stage as a subcommand, for use outside Snakemake.
+
+Every subcommand calls the same stage function as the workflow's rule (hetsfl.stages), with the config
+values of hetsfl.stages.settings. Bad arguments and paths end in one line naming them, exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from hetsfl.errors import HetsflError
 
-
-def _config(path):
-    from hetsfl.config import load_config
-
-    return load_config(path)
+EXIT_ERROR = 2
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hetsfl", description=__doc__)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the argument and what is valid) and exit status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _solver_methods() -> list[str]:
+    from hetsfl.optim.solvers import SOLVERS
+
+    return list(SOLVERS)
+
+
+def _train_methods() -> list[str]:
+    from hetsfl.stages.common import TRAIN_METHODS
+
+    return list(TRAIN_METHODS)
+
+
+# Arguments naming files the command writes (a file) or a directory it writes into.
+OUTPUT_FILES = ("log", "out", "out_json", "out_csv")
+OUTPUT_DIRS = ("out_dir",)
+INPUT_FILES = ("config", "scenario", "profile", "problem", "solution")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="hetsfl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log", help="append log messages to this file")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("check-config", help="validate a configuration file and list its scenarios")
     p.add_argument("config")
@@ -36,64 +77,124 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", required=True)
     p.add_argument("--profile", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--optimizer-state-copies", type=int, default=1)
+    p.add_argument("--optimizer-state-copies", type=_int_at_least(0), default=1)
 
-    p = sub.add_parser("optimize", help="solve a problem file")
+    p = sub.add_parser("optimize", help="solve a problem file (prints a one-line summary; the file has it all)")
     p.add_argument("--problem", required=True)
-    p.add_argument("--method", required=True)
+    p.add_argument("--method", required=True, choices=_solver_methods())
     p.add_argument("--out", required=True)
-    p.add_argument("--max-iters", type=int, default=100)
-    p.add_argument("--exhaustive-limit", type=int, default=200_000)
-    p.add_argument("--seed", type=int, default=None, help="seed for random_split (default: the problem's)")
+    p.add_argument("--max-iters", type=_int_at_least(1), default=100)
+    p.add_argument("--exhaustive-limit", type=_int_at_least(1), default=200_000)
+    p.add_argument("--seed", type=_int_at_least(0), default=None, help="seed for random_split (default: the problem's)")
 
     p = sub.add_parser("train", help="train one method with the splits of its solution")
     p.add_argument("--config", required=True)
-    p.add_argument("--method", required=True, choices=["sfl", "sfl_fixed", "sfl_v2", "fl", "sl"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", required=True, choices=_train_methods())
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--problem", required=True)
     p.add_argument("--solution", required=True)
     p.add_argument("--out-dir", required=True)
+    return parser
 
-    args = parser.parse_args(argv)
-    from hetsfl.io import setup_logging
 
-    setup_logging(args.log)
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, output paths that are directories or lie below a regular file, and input
+    paths that are not files. Errors name the argument and the path."""
+    for name in OUTPUT_FILES + OUTPUT_DIRS:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        path, flag = Path(value), "--" + name.replace("_", "-")
+        if name in OUTPUT_FILES and path.is_dir():
+            raise HetsflError(f"{flag} {path}: is a directory; give the path of a file")
+        if name in OUTPUT_DIRS and path.exists() and not path.is_dir():
+            raise HetsflError(f"{flag} {path}: exists and is not a directory")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise HetsflError(f"{flag} {path}: {parent} is a file, not a directory")
+                break
+    for name in INPUT_FILES:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        path = Path(value)
+        flag = name if (name == "config" and args.command == "check-config") else "--" + name
+        if not path.exists():
+            raise HetsflError(f"{flag} {path}: no such file")
+        if not path.is_file():
+            raise HetsflError(f"{flag} {path}: is not a regular file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
+        check_paths(args)
+        from hetsfl.io import setup_logging
+
+        setup_logging(args.log)
         return _run(args)
     except HetsflError as exc:
         print(f"hetsfl: error: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:  # a user-given path that cannot be read or written
+        print(f"hetsfl: error: {_os_error_path(args, exc)}: {exc.strerror or exc}", file=sys.stderr)
+    return EXIT_ERROR
 
 
-def _run(args) -> int:
-    from hetsfl.stages import problem, profile, scenario, train
+def _os_error_path(args: argparse.Namespace, exc: OSError) -> str:
+    """The user-given path an OS error is about: for the temporary file of an atomic write
+    (hetsfl.io: .NAME.*.tmp beside NAME), the argument and the path the user gave."""
+    if not exc.filename:
+        return "cannot read or write a file"
+    failed = Path(str(exc.filename))
+    for name in OUTPUT_FILES + OUTPUT_DIRS + INPUT_FILES:
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        given = Path(value)
+        temporary = failed.parent == given.parent and failed.name.startswith(f".{given.name}.")
+        if failed == given or temporary or given in failed.parents:
+            return f"--{name.replace('_', '-')} {given}"
+    return str(failed)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hetsfl.config import load_config
+    from hetsfl.stages import settings
 
     if args.command == "check-config":
         from hetsfl.config import all_scenarios
 
-        cfg = _config(args.config)
+        cfg = load_config(args.config)
         print(f"{args.config}: valid; scenarios: {', '.join(all_scenarios(cfg))}")
     elif args.command == "scenario":
         from hetsfl.config import scenario_spec
+        from hetsfl.stages.scenario import stage_scenario
 
-        cfg = _config(args.config)
-        scenario.stage_scenario(scenario_spec(cfg, args.name), cfg["seed"], args.name, args.out)
+        cfg = load_config(args.config)
+        stage_scenario(spec=scenario_spec(cfg, args.name), seed=cfg["seed"], name=args.name, out=args.out)
     elif args.command == "profile":
-        profile.stage_profile(_config(args.config), args.out_json, args.out_csv)
-    elif args.command == "problem":
-        cfg = {"optimize": {"optimizer_state_copies": args.optimizer_state_copies}}
-        problem.stage_problem(cfg, args.scenario, args.profile, args.out)
-    elif args.command == "optimize":
-        from hetsfl.io import write_json
-        from hetsfl.optim.problem import Problem, validate_document
-        from hetsfl.optim.solvers import solve
+        from hetsfl.stages.profile import stage_profile
 
-        solution = solve(Problem.read(args.problem), args.method, args.max_iters, args.exhaustive_limit, args.seed)
-        validate_document(solution, "solution", args.out)
-        write_json(args.out, solution)
-        print(f"{args.method}: round latency {solution['objective_s']:.6g} s; splits {solution['splits']}")
+        cfg = load_config(args.config)
+        stage_profile(**settings.profile_settings(cfg), out_json=args.out_json, out_csv=args.out_csv)
+    elif args.command == "problem":
+        from hetsfl.stages.problem import stage_problem
+
+        stage_problem(scenario_path=args.scenario, profile_path=args.profile, out=args.out,
+                      optimizer_state_copies=args.optimizer_state_copies)
+    elif args.command == "optimize":
+        from hetsfl.stages.optimize import stage_optimize, summary
+
+        solution = stage_optimize(problem_path=args.problem, method=args.method, out=args.out,
+                                  max_iters=args.max_iters, exhaustive_limit=args.exhaustive_limit, seed=args.seed)
+        print(summary(solution))
     elif args.command == "train":
-        train.stage_train(_config(args.config), args.method, args.seed, args.problem, args.solution, args.out_dir)
+        from hetsfl.stages.train import stage_train
+
+        cfg = load_config(args.config)
+        stage_train(**settings.train_settings(cfg), method=args.method, seed=args.seed, problem_path=args.problem,
+                    solution_path=args.solution, out_dir=args.out_dir)
     return 0
 
 

@@ -1,22 +1,67 @@
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
 
 from hetsfl.config import all_scenarios, scenario_spec, validate_config
 from hetsfl.deps import module_sources
+from hetsfl.stages import settings
 from hetsfl.stages.common import TRAIN_METHODS
-
-validate(config, "../schemas/config.schema.yaml")
-config.update(validate_config(config))
 
 REPO = Path(workflow.basedir)  # the folder of the Snakefile
 SRC = REPO / "src"
+# One config schema, the package's: the project's one-line messages first (hetsfl.config), then Snakemake's
+# validate (the same schema; it records the defaults the way Snakemake expects).
+config.update(validate_config(config))
+validate(config, str(SRC / "hetsfl" / "schemas" / "config.schema.yaml"))
+
 # With --use-conda every rule runs in the project environment (environment.yml).
 ENV = "../../environment.yml"
 SCENARIOS = all_scenarios(config)
 NAMED = list(config["scenarios"])
 MODEL = config["model"]
 TRAIN_SCENARIO = config["train"]["scenario"]
+
+# Every result and log path, once: {RESULTS} is config["results_dir"], {LOGS} config["logs_dir"], so that
+# two configurations with their own roots do not overwrite each other's files.
+RESULTS = config["results_dir"].rstrip("/")
+LOGS = config["logs_dir"].rstrip("/")
+PATHS = {
+    "scenario": f"{RESULTS}/scenarios/{{scenario}}.json",
+    "profile_json": f"{RESULTS}/profiles/{{model}}.json",
+    "profile_csv": f"{RESULTS}/profiles/{{model}}.csv",
+    "problem": f"{RESULTS}/problems/{{scenario}}.json",
+    "solution": f"{RESULTS}/solutions/{{scenario}}/{{method}}.json",
+    "scenario_table": f"{RESULTS}/tables/scenarios.csv",
+    "sweep_table": f"{RESULTS}/tables/sweep_{{sweep}}.csv",
+    "train": f"{RESULTS}/train/{{method}}/seed{{seed}}/{{file}}",
+    "notebook": f"{RESULTS}/notebooks/{{name}}.{{ext}}",
+    "figures": f"{RESULTS}/figures/{{name}}",
+}
+LOG_PATHS = {
+    "scenario": f"{LOGS}/scenario/{{scenario}}.log",
+    "profile": f"{LOGS}/profile/{{model}}.log",
+    "problem": f"{LOGS}/problem/{{scenario}}.log",
+    "optimize": f"{LOGS}/optimize/{{scenario}}/{{method}}.log",
+    "scenario_table": f"{LOGS}/tables/scenarios.log",
+    "sweep_table": f"{LOGS}/tables/sweep_{{sweep}}.log",
+    "train": f"{LOGS}/train/{{method}}/seed{{seed}}.log",
+    "notebook": f"{LOGS}/notebook/{{name}}.log",
+}
+
+
+def result(kind, **values):
+    """The path of a result; wildcards not given in ``values`` stay wildcards (for rule patterns)."""
+    return PATHS[kind].format_map(_Keep(values))
+
+
+def log_path(kind, **values):
+    return LOG_PATHS[kind].format_map(_Keep(values))
+
+
+class _Keep(dict):
+    def __missing__(self, key):
+        return f"{{{key}}}"
 
 
 wildcard_constraints:
@@ -36,14 +81,16 @@ def methods_for(scenario):
     methods = list(config["optimize"]["methods"])
     if scenario == TRAIN_SCENARIO:
         for method in config["train"]["methods"]:
-            needed = TRAIN_METHODS[method][0]
+            needed = TRAIN_METHODS[method].solution_method
             if needed not in methods:
                 methods.append(needed)
     return methods
 
 
 def solutions(scenario):
-    return [f"results/solutions/{scenario}/{m}.json" for m in methods_for(scenario)]
+    return [
+        result("solution", scenario=scenario, method=m) for m in methods_for(scenario)
+    ]
 
 
 def sweep_scenarios(sweep):
@@ -51,14 +98,14 @@ def sweep_scenarios(sweep):
 
 
 def optimisation_targets():
-    targets = ["results/tables/scenarios.csv"]
-    targets += [f"results/tables/sweep_{s}.csv" for s in config["sweeps"]]
+    targets = [result("scenario_table")]
+    targets += [result("sweep_table", sweep=s) for s in config["sweeps"]]
     return targets
 
 
 def train_targets():
     return [
-        f"results/train/{m}/seed{s}/metrics.csv"
+        result("train", method=m, seed=s, file="metrics.csv")
         for m in config["train"]["methods"]
         for s in config["train"]["seeds"]
     ]

@@ -1,12 +1,12 @@
 rule problem:
     input:
         code=code("problem"),
-        scenario="results/scenarios/{scenario}.json",
-        profile=f"results/profiles/{MODEL}.json",
+        scenario=result("scenario"),
+        profile=result("profile_json", model=MODEL),
     output:
-        "results/problems/{scenario}.json",
+        result("problem"),
     log:
-        "logs/problem/{scenario}.log",
+        log_path("problem"),
     conda:
         ENV
     threads: 1
@@ -14,7 +14,7 @@ rule problem:
         mem_mb=500,
         runtime=5,
     params:
-        optimizer_state_copies=config["optimize"]["optimizer_state_copies"],
+        **settings.problem_settings(config),
     script:
         "../scripts/problem.py"
 
@@ -22,11 +22,11 @@ rule problem:
 rule optimize:
     input:
         code=code("optimize"),
-        problem="results/problems/{scenario}.json",
+        problem=result("problem"),
     output:
-        "results/solutions/{scenario}/{method}.json",
+        result("solution"),
     log:
-        "logs/optimize/{scenario}/{method}.log",
+        log_path("optimize"),
     conda:
         ENV
     threads: 1
@@ -34,7 +34,7 @@ rule optimize:
         mem_mb=1000,
         runtime=10,
     params:
-        optimize={k: config["optimize"][k] for k in ("max_iters", "exhaustive_limit")},
+        **settings.optimize_settings(config),
     script:
         "../scripts/optimize.py"
 
@@ -44,9 +44,9 @@ rule scenario_table:
         code=code("tables"),
         solutions=lambda w: [f for s in NAMED for f in solutions(s)],
     output:
-        "results/tables/scenarios.csv",
+        result("scenario_table"),
     log:
-        "logs/tables/scenarios.log",
+        log_path("scenario_table"),
     conda:
         ENV
     threads: 1
@@ -54,8 +54,9 @@ rule scenario_table:
         mem_mb=500,
         runtime=5,
     params:
-        sweeps={},
         sweep=None,
+        key=None,
+        values=None,
     script:
         "../scripts/sweep_table.py"
 
@@ -65,9 +66,9 @@ rule sweep_table:
         code=code("tables"),
         solutions=lambda w: [f for s in sweep_scenarios(w.sweep) for f in solutions(s)],
     output:
-        "results/tables/sweep_{sweep}.csv",
+        result("sweep_table"),
     log:
-        "logs/tables/sweep_{sweep}.log",
+        log_path("sweep_table"),
     conda:
         ENV
     threads: 1
@@ -75,7 +76,8 @@ rule sweep_table:
         mem_mb=500,
         runtime=5,
     params:
-        sweeps=lambda w: {w.sweep: config["sweeps"][w.sweep]},
         sweep=lambda w: w.sweep,
+        key=lambda w: settings.sweep_settings(config, w.sweep)["key"],
+        values=lambda w: settings.sweep_settings(config, w.sweep)["values"],
     script:
         "../scripts/sweep_table.py"

@@ -2,10 +2,10 @@ rule profile:
     input:
         code=code("profile"),
     output:
-        json="results/profiles/{model}.json",
-        csv="results/profiles/{model}.csv",
+        json=result("profile_json"),
+        csv=result("profile_csv"),
     log:
-        "logs/profile/{model}.log",
+        log_path("profile"),
     conda:
         ENV
     threads: config["profile"]["threads"]
@@ -13,13 +13,6 @@ rule profile:
         mem_mb=4000,
         runtime=30,
     params:
-        model=lambda w: w.model,
-        dataset=config["dataset"],
-        profile=config["profile"],
-        bits={
-            "bits_per_activation": config["physical"]["bits_per_activation"],
-            "bits_per_param": config["physical"]["bits_per_param"],
-        },
-        seed=config["seed"],
+        **settings.profile_settings(config),
     script:
         "../scripts/profile.py"

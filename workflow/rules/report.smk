@@ -1,5 +1,5 @@
 # Reports: the notebooks in notebooks/ run by papermill on the pipeline's outputs only, rendered to HTML, with
-# their figures (PNG and PDF) in results/figures/{name}/; `snakemake --report report.html` collects the PNGs.
+# their figures (PNG and PDF) in {results_dir}/figures/{name}/; `snakemake --report report.html` collects the PNGs.
 # (No `def` here: `snakemake --lint` objects to functions and rules in one file, so the helpers are lambdas.)
 import json
 import os
@@ -22,14 +22,14 @@ NOTEBOOK_PYTHON = (
 # Per notebook: the pipeline outputs it reads (named inputs) and the papermill parameter each one becomes.
 NOTEBOOK_DATA = {
     "latency": {
-        "sweep_tables": [f"results/tables/sweep_{s}.csv" for s in config["sweeps"]],
-        "problem": f"results/problems/{REPORT_SCENARIO}.json",
-        "ao_solution": f"results/solutions/{REPORT_SCENARIO}/ao.json",
+        "sweep_tables": [result("sweep_table", sweep=s) for s in config["sweeps"]],
+        "problem": result("problem", scenario=REPORT_SCENARIO),
+        "ao_solution": result("solution", scenario=REPORT_SCENARIO, method="ao"),
     },
     "training": {"metrics": train_targets()},
     "profile": {
-        "profile_json": f"results/profiles/{MODEL}.json",
-        "profile_csv": f"results/profiles/{MODEL}.csv",
+        "profile_json": result("profile_json", model=MODEL),
+        "profile_csv": result("profile_csv", model=MODEL),
     },
 }
 # Parameters that are not files, from config["report"].
@@ -47,14 +47,16 @@ NOTEBOOK_PARAMETERS = {
         {
             **NOTEBOOK_DATA[name],
             **NOTEBOOK_SETTINGS[name],
-            "out_dir": f"results/figures/{name}",
+            "out_dir": result("figures", name=name),
         }
     )
     for name in NOTEBOOKS
 }
 
 # The rendered notebooks (the figures are outputs of the same jobs).
-report_targets = lambda: [f"results/notebooks/{name}.html" for name in NOTEBOOKS]
+report_targets = lambda: [
+    result("notebook", name=name, ext="html") for name in NOTEBOOKS
+]
 
 
 rule notebook:
@@ -67,15 +69,15 @@ rule notebook:
             }
         ),
     output:
-        ipynb="results/notebooks/{name}.ipynb",
+        ipynb=result("notebook", ext="ipynb"),
         html=report(
-            "results/notebooks/{name}.html",
+            result("notebook", ext="html"),
             caption="../report/notebook.rst",
             category="Notebooks",
             labels={"notebook": "{name}"},
         ),
         figures=report(
-            directory("results/figures/{name}"),
+            directory(result("figures")),
             patterns=["{figure}.png"],
             caption="../report/figure.rst",
             category="Figures",
@@ -83,7 +85,7 @@ rule notebook:
             labels={"notebook": "{name}", "figure": "{figure}"},
         ),
     log:
-        "logs/notebook/{name}.log",
+        log_path("notebook"),
     wildcard_constraints:
         name="|".join(NOTEBOOKS),
     conda:

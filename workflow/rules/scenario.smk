@@ -2,9 +2,9 @@ rule scenario:
     input:
         code=code("scenario"),
     output:
-        "results/scenarios/{scenario}.json",
+        result("scenario"),
     log:
-        "logs/scenario/{scenario}.log",
+        log_path("scenario"),
     conda:
         ENV
     threads: 1

@@ -1,18 +1,20 @@
 rule train:
     input:
         code=code("train"),
-        problem=f"results/problems/{TRAIN_SCENARIO}.json",
-        solution=lambda w: (
-            f"results/solutions/{TRAIN_SCENARIO}/{TRAIN_METHODS[w.method][0]}.json"
+        problem=result("problem", scenario=TRAIN_SCENARIO),
+        solution=lambda w: result(
+            "solution",
+            scenario=TRAIN_SCENARIO,
+            method=TRAIN_METHODS[w.method].solution_method,
         ),
     output:
-        metrics="results/train/{method}/seed{seed}/metrics.csv",
-        timing="results/train/{method}/seed{seed}/timing.csv",
-        bits="results/train/{method}/seed{seed}/bits.csv",
-        summary="results/train/{method}/seed{seed}/summary.json",
-        provenance="results/train/{method}/seed{seed}/provenance.json",
+        metrics=result("train", file="metrics.csv"),
+        timing=result("train", file="timing.csv"),
+        bits=result("train", file="bits.csv"),
+        summary=result("train", file="summary.json"),
+        provenance=result("train", file="provenance.json"),
     log:
-        "logs/train/{method}/seed{seed}.log",
+        log_path("train"),
     conda:
         ENV
     threads: config["train"]["threads"]
@@ -20,8 +22,7 @@ rule train:
         mem_mb=4000,
         runtime=120,
     params:
-        model=MODEL,
-        dataset=config["dataset"],
-        train=config["train"],
+        **settings.train_settings(config),
+        out_dir=lambda w, output: os.path.dirname(output.metrics),
     script:
         "../scripts/train.py"

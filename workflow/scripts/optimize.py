@@ -1,7 +1,8 @@
 from hetsfl.io import setup_logging
 
 setup_logging(snakemake.log[0])
+from hetsfl.stages.common import run_stage  # noqa: E402
 from hetsfl.stages.optimize import stage_optimize  # noqa: E402
 
-cfg = {"optimize": snakemake.params.optimize}
-stage_optimize(cfg, snakemake.input.problem, snakemake.wildcards.method, snakemake.output[0])
+run_stage(stage_optimize, **dict(snakemake.params.items()), problem_path=snakemake.input.problem,
+          method=snakemake.wildcards.method, out=snakemake.output[0])

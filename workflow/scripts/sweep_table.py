@@ -1,7 +1,8 @@
 from hetsfl.io import setup_logging
 
 setup_logging(snakemake.log[0])
+from hetsfl.stages.common import run_stage  # noqa: E402
 from hetsfl.stages.tables import stage_sweep_table  # noqa: E402
 
-cfg = {"sweeps": snakemake.params.sweeps}
-stage_sweep_table(cfg, snakemake.params.sweep, snakemake.input.solutions, snakemake.output[0])
+run_stage(stage_sweep_table, **dict(snakemake.params.items()), solutions=list(snakemake.input.solutions),
+          out=snakemake.output[0])

@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -17,8 +19,6 @@ from hetsfl.errors import ConfigError, InfeasibleError
 from hetsfl.optim.bandwidth import allocate, deadline_search, least_bandwidth
 from hetsfl.optim.problem import Problem
 from hetsfl.system.latency import latency, latency_terms, seconds_per_bit, seconds_per_bit_limit
-
-METHODS = ("ao", "global", "exhaustive", "equal_bandwidth", "fixed_split", "random_split", "fl", "sl")
 
 BandwidthStep = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float], tuple]
 
@@ -143,65 +143,143 @@ def _common_columns(mask: np.ndarray, problem: Problem) -> np.ndarray:
     return common
 
 
+@dataclass(frozen=True)
+class SolveInputs:
+    """What a method's solver function gets: the problem, its terms and the options of ``solve``."""
+
+    problem: Problem
+    A_all: np.ndarray  # A[n, s-1] for every cut s = 1..L (s = L is FL)
+    U_all: np.ndarray
+    max_iters: int
+    exhaustive_limit: int
+    seed: int | None
+
+    @cached_property
+    def mask(self) -> np.ndarray:
+        """Allowed split points s = 1..L-1 (raises InfeasibleError naming devices without one)."""
+        return self.problem.allowed()
+
+    @cached_property
+    def A(self) -> np.ndarray:
+        """A over the split points 1..L-1, inf where a cut is not allowed."""
+        return _masked(self.A_all[:, : self.problem.num_layers - 1], self.mask)
+
+    @property
+    def U(self) -> np.ndarray:
+        return self.U_all[:, : self.problem.num_layers - 1]
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.arange(self.problem.num_devices)
+
+
+# A method's answer: (0-based columns, bandwidth per device, AO trace, extra solution fields).
+Answer = tuple[np.ndarray, np.ndarray, list[dict], dict]
+
+
+def _allocated(x: SolveInputs, cols: np.ndarray) -> np.ndarray:
+    """The exact bandwidth step for fixed columns."""
+    p = x.problem
+    return allocate(x.A[x.rows, cols], x.U[x.rows, cols], p.xu, p.xd, p.total_bandwidth)[1]
+
+
+def _solve_ao(x: SolveInputs, step: BandwidthStep = allocate) -> Answer:
+    p = x.problem
+    cols, b, trace = alternating_optimisation(x.A, x.U, p.xu, p.xd, p.total_bandwidth, x.max_iters, step)
+    return cols, b, trace, {}
+
+
+def _solve_ao_cvxpy(x: SolveInputs) -> Answer:
+    from hetsfl.optim.bandwidth_cvx import allocate_cvxpy
+
+    return _solve_ao(x, allocate_cvxpy)
+
+
+def _solve_global(x: SolveInputs) -> Answer:
+    p = x.problem
+    _, cols, b, lower = global_optimum(x.A, x.U, p.xu, p.xd, p.total_bandwidth)
+    return cols, b, [], {"lower_bound_s": lower}
+
+
+def _solve_exhaustive(x: SolveInputs) -> Answer:
+    p = x.problem
+    cols, count = exhaustive_optimum(x.A, x.U, x.mask, p.xu, p.xd, p.total_bandwidth, x.exhaustive_limit)
+    return cols, _allocated(x, cols), [], {"combinations": count}
+
+
+def _solve_equal_bandwidth(x: SolveInputs) -> Answer:
+    p = x.problem
+    b = np.full(p.num_devices, p.total_bandwidth / p.num_devices)
+    return best_splits(x.A, x.U, b, p.xu, p.xd), b, [], {}
+
+
+def _solve_fixed_split(x: SolveInputs) -> Answer:
+    p = x.problem
+    common = _common_columns(x.mask, p)
+    obj, bs, _ = allocate(x.A[:, common].T, x.U[:, common].T, p.xu, p.xd, p.total_bandwidth)
+    k = int(np.argmin(obj))
+    tried = {int(c + 1): float(o) for c, o in zip(common, obj, strict=True)}
+    return np.full(p.num_devices, common[k]), bs[k], [], {"tried_splits": tried}
+
+
+def _solve_random_split(x: SolveInputs) -> Answer:
+    seed = x.problem.seed if x.seed is None else x.seed
+    rng = np.random.default_rng(seed)
+    cols = np.array([rng.choice(np.flatnonzero(r)) for r in x.mask])
+    return cols, _allocated(x, cols), [], {"seed": int(seed)}
+
+
+def _solve_fl(x: SolveInputs) -> Answer:
+    p = x.problem
+    p.check_full_model_fits()
+    cols = np.full(p.num_devices, p.num_layers - 1)
+    _, b, _ = allocate(x.A_all[:, -1], x.U_all[:, -1], p.xu, p.xd, p.total_bandwidth)
+    return cols, b, [], {}
+
+
+def _solve_sl(x: SolveInputs) -> Answer:
+    p = x.problem
+    common = _common_columns(x.mask, p)
+    T = x.A[:, common] + x.U[:, common] * seconds_per_bit(p.total_bandwidth, p.xu, p.xd)[:, None]
+    k = int(np.argmin(T.sum(axis=0)))
+    tried = {int(c + 1): float(t) for c, t in zip(common, T.sum(axis=0), strict=True)}
+    cols, b = np.full(p.num_devices, common[k]), np.full(p.num_devices, p.total_bandwidth)
+    return cols, b, [], {"sequential": True, "tried_splits": tried}
+
+
+# The one registry of optimisation methods: name -> solver. The config schema's `optimize.methods`, the
+# solution schema's `method` and the CLI's choices are tested against it (tests/test_registries.py).
+SOLVERS: dict[str, Callable[[SolveInputs], Answer]] = {
+    "ao": _solve_ao,
+    "global": _solve_global,
+    "exhaustive": _solve_exhaustive,
+    "equal_bandwidth": _solve_equal_bandwidth,
+    "fixed_split": _solve_fixed_split,
+    "random_split": _solve_random_split,
+    "fl": _solve_fl,
+    "sl": _solve_sl,
+    "ao_cvxpy": _solve_ao_cvxpy,  # reference only: AO with the bandwidth step by cvxpy (tests, benchmark)
+}
+# Methods whose rounds are sequential (devices take turns, each with the whole band).
+SEQUENTIAL = frozenset({"sl"})
+# Methods for reference and testing only, not offered to the pipeline's configuration.
+REFERENCE_METHODS = frozenset({"ao_cvxpy"})
+METHODS = tuple(m for m in SOLVERS if m not in REFERENCE_METHODS)
+
+
 def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit: int = 200_000,
           seed: int | None = None) -> dict:
     """Solve ``problem`` with ``method`` and return a solution dictionary (schemas/solution.schema.json)."""
-    if method not in METHODS and method != "ao_cvxpy":
+    if method not in SOLVERS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     start = time.perf_counter()
-    p = problem
-    n, L, B = p.num_devices, p.num_layers, p.total_bandwidth
-    xu, xd = p.xu, p.xd
-    rows = np.arange(n)
-    sequential = method == "sl"
-    A_all, U_all = p.terms(sequential=sequential)
-    extra: dict = {}
-    iterations: list[dict] = []
-    if method == "fl":
-        p.check_full_model_fits()
-        cols = np.full(n, L - 1)
-        _, b, _ = allocate(A_all[:, -1], U_all[:, -1], xu, xd, B)
-    else:
-        mask = p.allowed()
-        A, U = _masked(A_all[:, : L - 1], mask), U_all[:, : L - 1]
-        if method in ("ao", "ao_cvxpy"):
-            step = allocate
-            if method == "ao_cvxpy":
-                from hetsfl.optim.bandwidth_cvx import allocate_cvxpy as step
-            cols, b, iterations = alternating_optimisation(A, U, xu, xd, B, max_iters, step)
-        elif method == "global":
-            _, cols, b, lower = global_optimum(A, U, xu, xd, B)
-            extra["lower_bound_s"] = lower
-        elif method == "exhaustive":
-            cols, count = exhaustive_optimum(A, U, mask, xu, xd, B, exhaustive_limit)
-            _, b, _ = allocate(A[rows, cols], U[rows, cols], xu, xd, B)
-            extra["combinations"] = count
-        elif method == "equal_bandwidth":
-            b = np.full(n, B / n)
-            cols = best_splits(A, U, b, xu, xd)
-        elif method == "fixed_split":
-            common = _common_columns(mask, p)
-            obj, bs, _ = allocate(A[:, common].T, U[:, common].T, xu, xd, B)
-            k = int(np.argmin(obj))
-            cols, b = np.full(n, common[k]), bs[k]
-            extra["tried_splits"] = {int(c + 1): float(o) for c, o in zip(common, obj, strict=True)}
-        elif method == "random_split":
-            rng = np.random.default_rng(p.seed if seed is None else seed)
-            cols = np.array([rng.choice(np.flatnonzero(r)) for r in mask])
-            _, b, _ = allocate(A[rows, cols], U[rows, cols], xu, xd, B)
-            extra["seed"] = int(p.seed if seed is None else seed)
-        elif method == "sl":
-            common = _common_columns(mask, p)
-            T = A[:, common] + U[:, common] * seconds_per_bit(B, xu, xd)[:, None]
-            k = int(np.argmin(T.sum(axis=0)))
-            cols, b = np.full(n, common[k]), np.full(n, B)
-            extra["sequential"] = True
-            extra["tried_splits"] = {int(c + 1): float(t) for c, t in zip(common, T.sum(axis=0), strict=True)}
-        else:  # pragma: no cover - guarded above
-            raise AssertionError(method)
-    solution = build_solution(p, method, cols + 1, b, iterations, time.perf_counter() - start, sequential)
+    sequential = method in SEQUENTIAL
+    A_all, U_all = problem.terms(sequential=sequential)
+    inputs = SolveInputs(problem, A_all, U_all, max_iters, exhaustive_limit, seed)
+    cols, b, iterations, extra = SOLVERS[method](inputs)
+    solution = build_solution(problem, method, cols + 1, b, iterations, time.perf_counter() - start, sequential)
     solution.update(extra)
-    check_deadline(p, solution)
+    check_deadline(problem, solution)
     return solution
 
 

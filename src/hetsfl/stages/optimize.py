@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 
 from hetsfl.io import write_json
@@ -11,14 +12,30 @@ from hetsfl.optim.problem import Problem, validate_document
 log = logging.getLogger("hetsfl.stages.optimize")
 
 
-def stage_optimize(cfg: dict, problem_path: str | Path, method: str, out: str | Path) -> dict:
+def stage_optimize(
+    *,
+    problem_path: str | Path,
+    method: str,
+    out: str | Path,
+    max_iters: int = 100,
+    exhaustive_limit: int = 200_000,
+    seed: int | None = None,
+) -> dict:
+    """Solve the problem in ``problem_path`` with ``method`` (hetsfl.optim.solvers.SOLVERS), write the solution."""
     from hetsfl.optim.solvers import solve
 
     problem = Problem.read(problem_path)
-    opt = cfg["optimize"]
-    solution = solve(problem, method, max_iters=opt["max_iters"], exhaustive_limit=opt["exhaustive_limit"])
-    validate_document(solution, "solution", str(out))
+    solution = solve(problem, method, max_iters=max_iters, exhaustive_limit=exhaustive_limit, seed=seed)
+    validate_document(solution, "solution", f"the {method} solution of {problem_path}")
     write_json(out, solution)
-    log.info("%s on %s: round latency %.6g s, splits %s, solved in %.3g s", method, problem_path,
-             solution["objective_s"], solution["splits"], solution["solve_time_s"])
+    log.info("%s: %s", problem_path, summary(solution))
     return solution
+
+
+def summary(solution: dict) -> str:
+    """One line: method, objective, iterations, solve time and how many devices use each split point."""
+    counts = Counter(int(s) for s in solution["splits"])
+    splits = ", ".join(f"{s}: {n}" for s, n in sorted(counts.items()))
+    iters = max(len(solution.get("iterations", [])) - 1, 0)
+    return (f"{solution['method']}: round latency {solution['objective_s']:.6g} s, {iters} iterations, "
+            f"solved in {solution['solve_time_s']:.3g} s; devices per split point {{{splits}}}")

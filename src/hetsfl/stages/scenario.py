@@ -11,7 +11,7 @@ from hetsfl.system.scenario import generate_scenario
 log = logging.getLogger("hetsfl.stages.scenario")
 
 
-def stage_scenario(spec: dict, seed: int, name: str, out: str | Path) -> dict:
+def stage_scenario(*, spec: dict, seed: int, name: str, out: str | Path) -> dict:
     """Draw scenario ``name`` from its full physical ``spec`` (see hetsfl.config.scenario_spec)."""
     scenario = generate_scenario(spec, seed, name)
     write_json(out, scenario)

@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hetsfl.errors import ConfigError
 from hetsfl.io import write_table
-from hetsfl.optim.problem import read_json
+from hetsfl.stages.common import read_document
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
-def stage_sweep_table(cfg: dict, sweep: str | None, solutions: list[str | Path], out: str | Path):
-    """Rows for every solution file named results/solutions/<scenario>/<method>.json."""
-    from hetsfl.config import sweep_points
+def stage_sweep_table(
+    *,
+    solutions: Sequence[str | Path],
+    out: str | Path,
+    sweep: str | None = None,
+    key: str | None = None,
+    values: Mapping[str, object] | None = None,
+) -> pd.DataFrame:
+    """One row per solution file; the scenario is the one named in the solution's ``meta``.
+
+    For a sweep table, ``values`` maps each sweep point (scenario name) to its value of ``key``.
+    """
     from hetsfl.optim.tables import solution_row, solutions_table
 
-    points = sweep_points(cfg)
     rows = []
     for path in solutions:
-        path = Path(path)
-        scenario = path.parent.name
+        solution = read_document(path, "solution")
+        scenario = solution.get("meta", {}).get("scenario")
+        if not isinstance(scenario, str):
+            raise ConfigError(f"solution file {path} does not name its scenario (meta.scenario); regenerate it")
         extra = {}
         if sweep is not None:
-            _, i = points[scenario]
-            spec = cfg["sweeps"][sweep]
-            value = spec["values"][i]
-            extra = {"sweep": sweep, "key": spec["key"], "value": value if not isinstance(value, list) else str(value)}
-        rows.append(solution_row(read_json(path, "solution"), scenario, extra))
+            if values is None or scenario not in values:
+                known = ", ".join(values or {})
+                raise ConfigError(
+                    f"solution file {path} is for scenario {scenario!r}, which is not a point of sweep {sweep!r} "
+                    f"(points: {known})"
+                )
+            value = values[scenario]
+            extra = {"sweep": sweep, "key": key, "value": value if not isinstance(value, list) else str(value)}
+        rows.append(solution_row(solution, scenario, extra))
     table = solutions_table(rows)
     write_table(out, table)
     return table

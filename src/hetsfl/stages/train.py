@@ -1,61 +1,139 @@
-"""Stage `train`: train one method with the splits and round latency of its solution."""
+"""Stage `train`: train one method with the splits and round latency of its solution.
+
+Everything the stage reads is checked to agree (problem, solution, the configured model, the data and the
+partition) before the first output file is written.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hetsfl.errors import ConfigError
 from hetsfl.io import provenance, write_json
-from hetsfl.optim.problem import read_json
-from hetsfl.stages.common import TRAIN_METHODS
+from hetsfl.stages.common import read_document, train_method
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
-def stage_train(cfg: dict, method: str, seed: int, problem_path, solution_path, out_dir, progress: bool = True):
-    """Train ``method`` with the splits and round latency of its optimisation solution."""
+def stage_train(
+    *,
+    method: str,
+    seed: int,
+    problem_path: str | Path,
+    solution_path: str | Path,
+    out_dir: str | Path,
+    model: str,
+    dataset: str,
+    data_dir: str | Path = "data",
+    allow_download: bool = False,
+    rounds: int,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    partition_scheme: str = "iid",
+    alpha: float = 0.5,
+    shards_per_device: int = 2,
+    min_size: int = 32,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    device: str = "cpu",
+    threads: int = 1,
+    checkpoint_every: int = 5,
+    eval_batch_size: int = 1000,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Train ``method`` (stages.common.TRAIN_METHODS) with the splits and round latency of its solution."""
+    expected = train_method(method)
+    problem = read_document(problem_path, "problem")
+    solution = read_document(solution_path, "solution")
+    _check_agreement(method, expected.solution_method, model, problem, solution, problem_path, solution_path)
+
     import torch
 
     from hetsfl.data.datasets import load_dataset
     from hetsfl.data.partition import make_partition, partition_summary
-    from hetsfl.train import TrainSpec, run_training
+    from hetsfl.train import TrainSpec, run_training, validate_spec
 
-    tcfg, dcfg = cfg["train"], cfg["dataset"]
-    torch.set_num_threads(tcfg["threads"])
-    problem = read_json(problem_path, "problem")
-    solution = read_json(solution_path, "solution")
-    _, engine_method = TRAIN_METHODS[method]
-    train, test = load_dataset(dcfg["name"], dcfg["data_dir"], dcfg["allow_download"])
-    train = _subset(train, tcfg["train_subset"], seed)
-    test = _subset(test, tcfg["test_subset"], seed)
+    torch.set_num_threads(threads)
+    train, test = load_dataset(dataset, data_dir, allow_download)
+    train = _subset(train, train_subset, seed, "train_subset", "training")
+    test = _subset(test, test_subset, seed, "test_subset", "test")
     devices = problem["devices"]
-    pcfg = tcfg["partition"]
-    parts = make_partition(train.y.numpy(), len(devices), pcfg["scheme"], seed, alpha=pcfg["alpha"],
-                           shards_per_device=pcfg["shards_per_device"], min_size=pcfg["min_size"])
-    out_dir = Path(out_dir)
-    write_json(out_dir / "partition.json", partition_summary(parts, train.y.numpy(), train.num_classes))
+    try:
+        parts = make_partition(train.y.numpy(), len(devices), partition_scheme, seed, alpha=alpha,
+                               shards_per_device=shards_per_device, min_size=min_size)
+    except ValueError as exc:
+        raise ConfigError(f"train.partition ({partition_scheme}, {len(devices)} devices of {problem_path}, "
+                          f"{len(train)} training samples): {exc}") from exc
     spec = TrainSpec(
-        method=engine_method,
-        model=cfg["model"],
+        method=expected.engine_method,
+        model=model,
         splits=[int(s) for s in solution["splits"]],
-        rounds=tcfg["rounds"],
+        rounds=rounds,
         local_iters=[int(d["local_iters"]) for d in devices],
         batch_sizes=[int(d["batch_size"]) for d in devices],
-        lr=tcfg["lr"],
-        momentum=tcfg["momentum"],
-        weight_decay=tcfg["weight_decay"],
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
         seed=int(seed),
-        device=tcfg["device"],
+        device=device,
         round_latency_s=float(solution["objective_s"]),
         bits_up=[float(d["bits_up"]) for d in solution["per_device"]],
         bits_down=[float(d["bits_down"]) for d in solution["per_device"]],
-        checkpoint_every=tcfg["checkpoint_every"],
-        eval_batch_size=tcfg["eval_batch_size"],
+        checkpoint_every=checkpoint_every,
+        eval_batch_size=eval_batch_size,
     )
+    try:
+        validate_spec(spec, len(parts), len(problem["layers"]))
+    except ValueError as exc:
+        raise ConfigError(f"{method} with the solution {solution_path} cannot be trained: {exc}") from exc
+    # All checks passed: the first output.
+    out_dir = Path(out_dir)
+    write_json(out_dir / "partition.json", partition_summary(parts, train.y.numpy(), train.num_classes))
     metrics = run_training(spec, train, test, parts, out_dir, progress=progress)
     write_json(out_dir / "provenance.json", provenance())
     return metrics
 
 
-def _subset(ds, size: int | None, seed: int):
-    if size is None or size >= len(ds):
+def _check_agreement(method, solution_method, model, problem, solution, problem_path, solution_path) -> None:
+    """The solution is ``solution_method``'s, for this problem's scenario, and both are for ``model``."""
+    if solution["method"] != solution_method:
+        raise ConfigError(
+            f"training method {method} needs a {solution_method} solution, but solution file {solution_path} "
+            f"is a {solution['method']} solution"
+        )
+    pmeta, smeta = problem.get("meta", {}), solution.get("meta", {})
+    for what, path, meta in (("problem", problem_path, pmeta), ("solution", solution_path, smeta)):
+        if meta.get("model") != model:
+            raise ConfigError(
+                f"{what} file {path} was made for model {meta.get('model')!r} (meta.model), but the configured "
+                f"model is {model!r}; regenerate it for {model} or set `model: {meta.get('model')}`"
+            )
+    if pmeta.get("scenario") != smeta.get("scenario"):
+        raise ConfigError(
+            f"solution file {solution_path} is for scenario {smeta.get('scenario')!r} but problem file "
+            f"{problem_path} is for scenario {pmeta.get('scenario')!r}"
+        )
+    ids = [d["id"] for d in problem["devices"]]
+    if [d["id"] for d in solution["per_device"]] != ids or len(solution["splits"]) != len(ids):
+        raise ConfigError(
+            f"solution file {solution_path} does not have the devices of problem file {problem_path} "
+            f"({len(solution['splits'])} split points for {len(ids)} devices)"
+        )
+
+
+def _subset(ds, size: int | None, seed: int, key: str, what: str):
+    """A seeded subset of ``size`` samples; a size above the data set's is refused (train.<key>)."""
+    if size is None:
+        return ds
+    if size > len(ds):
+        raise ConfigError(
+            f"train.{key}: {size} samples asked for, but the {what} set has only {len(ds)}; "
+            f"set train.{key} to at most {len(ds)} or null (all)"
+        )
+    if size == len(ds):
         return ds
     import numpy as np
 

@@ -1,0 +1,64 @@
+"""The config values each stage uses, as the keyword arguments of its stage function.
+
+The one place that maps the validated configuration (hetsfl.config) to stage arguments: the Snakemake
+rules pass these as `params` (so a rule reruns exactly when one of its values changes) and the `hetsfl`
+command line passes them too. Stage functions never see the config itself.
+"""
+
+from __future__ import annotations
+
+
+def profile_settings(cfg: dict) -> dict:
+    """Keyword arguments of stages.profile.stage_profile, but for the output paths."""
+    prof, phys = cfg["profile"], cfg["physical"]
+    return {
+        "model": cfg["model"],
+        "dataset": cfg["dataset"]["name"],
+        "batch_size": prof["batch_size"],
+        "repeats": prof["repeats"],
+        "threads": prof["threads"],
+        "bits_per_activation": phys["bits_per_activation"],
+        "bits_per_param": phys["bits_per_param"],
+        "seed": cfg["seed"],
+    }
+
+
+def problem_settings(cfg: dict) -> dict:
+    """Keyword arguments of stages.problem.stage_problem, but for the paths."""
+    return {"optimizer_state_copies": cfg["optimize"]["optimizer_state_copies"]}
+
+
+def optimize_settings(cfg: dict) -> dict:
+    """Keyword arguments of stages.optimize.stage_optimize, but for the paths and the method."""
+    return {"max_iters": cfg["optimize"]["max_iters"], "exhaustive_limit": cfg["optimize"]["exhaustive_limit"]}
+
+
+def sweep_settings(cfg: dict, sweep: str) -> dict:
+    """Keyword arguments of stages.tables.stage_sweep_table for sweep ``sweep``, but for the paths."""
+    spec = cfg["sweeps"][sweep]
+    return {"sweep": sweep, "key": spec["key"], "values": {f"{sweep}_{i}": v for i, v in enumerate(spec["values"])}}
+
+
+def train_settings(cfg: dict) -> dict:
+    """Keyword arguments of stages.train.stage_train, but for the paths, the method and the seed."""
+    t, part, data = cfg["train"], cfg["train"]["partition"], cfg["dataset"]
+    return {
+        "model": cfg["model"],
+        "dataset": data["name"],
+        "data_dir": data["data_dir"],
+        "allow_download": data["allow_download"],
+        "rounds": t["rounds"],
+        "lr": t["lr"],
+        "momentum": t["momentum"],
+        "weight_decay": t["weight_decay"],
+        "partition_scheme": part["scheme"],
+        "alpha": part["alpha"],
+        "shards_per_device": part["shards_per_device"],
+        "min_size": part["min_size"],
+        "train_subset": t["train_subset"],
+        "test_subset": t["test_subset"],
+        "device": t["device"],
+        "threads": t["threads"],
+        "checkpoint_every": t["checkpoint_every"],
+        "eval_batch_size": t["eval_batch_size"],
+    }
