@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 # Dataset shapes and class counts live in hetsfl.data.registry (no torch); re-exported here.
+from hetsfl.data.registry import DATASET_CLASSES, DATASET_SHAPES
 from hetsfl.errors import ConfigError, HetsflError
+
+__all__ = ["DATASET_CLASSES", "DATASET_SHAPES", "TRAIN_METHODS", "read_document", "run_stage", "train_method"]
 
 
 class TrainMethod(NamedTuple):
