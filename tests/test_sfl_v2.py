@@ -216,3 +216,28 @@ def test_v1_solution_under_v2_clock(random_problem_document):
     start = {"splits": ao["splits"], "bandwidth_hz": ao["bandwidth_hz"]}
     best = sfl_v2.local_search_splits(p, 0, "optimal", start=start)
     assert best["objective_s"] <= v2_of_v1 * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("method", sfl_v2.V2_METHODS)
+def test_v2_solution_file(method, random_problem_document):
+    import json
+
+    from hetsfl.errors import ConfigError
+    from hetsfl.optim.problem import validate_document
+
+    doc = random_problem_document(np.random.default_rng(8), 3, 5)
+    p = Problem.from_dict(doc)
+    sol = sfl_v2.solve_sfl_v2(p, method, seed=4, rounds=5)
+    validate_document(json.loads(json.dumps(sol, allow_nan=False)), "solution", source="v2 solution")
+    seqs = [sfl_v2.job_sequence(p.iters, 4, r) for r in range(5)]
+    assert sol["round_latency_s"] == pytest.approx(
+        [max(simulate(doc, sol["splits"], sol["bandwidth_hz"], q)) for q in seqs], rel=1e-12)
+    assert sol["objective_s"] == sol["round_latency_s"][0]
+    assert sol["objective_s"] == pytest.approx(max(d["latency_s"] for d in sol["per_device"]))
+    if method == "sfl_v2_common":
+        assert len(set(sol["splits"])) == 1
+    else:
+        common = sfl_v2.solve_sfl_v2(p, "sfl_v2_common", seed=4)
+        assert sol["objective_s"] <= common["objective_s"] * (1 + 1e-9)
+    with pytest.raises(ConfigError, match="unknown SFL-V2 method"):
+        sfl_v2.solve_sfl_v2(p, "sfl_v3")

@@ -236,3 +236,76 @@ def exhaustive_splits(problem: Problem, seed: int, round_idx: int = 0, limit: in
         if Ts[k] < best[0]:
             best = (float(Ts[k]), S[k])
     return {"objective_s": best[0], "splits": best[1].tolist(), "bandwidth_hz": b.tolist(), "combinations": count}
+
+
+# ---- a solution file for the training stage --------------------------------------------------------------
+V2_METHODS = ("sfl_v2", "sfl_v2_common")
+
+
+def solve_sfl_v2(problem: Problem, method: str = "sfl_v2", seed: int = 0, rounds: int = 1) -> dict:
+    """SFL-V2 under its own clock, as a solution (schemas/solution.schema.json) for training seed ``seed``.
+
+    ``sfl_v2_common``: the best common cut with optimal bandwidth (exact for round 0's order).
+    ``sfl_v2``: individual cuts by local search with optimal bandwidth, started from the better of that
+    common cut and the SFL-V1 AO solution (a local optimum, not certified).
+    Both optimise round 0's order; ``round_latency_s`` lists rounds 0..rounds-1 (each with its own order), for
+    the training engine's per-round latencies. ``objective_s`` is round 0's latency.
+    """
+    import time
+
+    from hetsfl.optim.solvers import solve
+
+    if method not in V2_METHODS:
+        raise ConfigError(f"unknown SFL-V2 method {method!r}; choose one of {', '.join(V2_METHODS)}")
+    if problem.sharing == "optimized":
+        raise ConfigError("SFL-V2's server serves one device at a time with its whole compute; server sharing "
+                          "'optimized' does not apply to it (use equal or dedicated: both give the same V2 clock)")
+    t0 = time.perf_counter()
+    best = best_common_split(problem, seed, "optimal")
+    if method == "sfl_v2":
+        v1 = solve(problem, "ao")
+        T1 = float(round_latency(problem, v1["splits"], v1["bandwidth_hz"], seed))
+        start = best if best["objective_s"] <= T1 else {"splits": v1["splits"], "bandwidth_hz": v1["bandwidth_hz"]}
+        best = local_search_splits(problem, seed, "optimal", start=start)
+    return v2_solution(problem, method, best["splits"], best["bandwidth_hz"], seed, rounds,
+                       time.perf_counter() - t0)
+
+
+def v2_solution(problem: Problem, method: str, splits, bandwidth, seed: int, rounds: int, solve_time: float) -> dict:
+    """Package cuts and bandwidths with SFL-V2's clock: per device the finishing time, its compute, transfer
+    and waiting seconds (waiting = finish - the rest: time spent queueing for the server)."""
+    p = problem
+    s = np.asarray(splits, dtype=int)
+    b = np.asarray(bandwidth, dtype=float)
+    d = batch_durations(p, s, b)
+    det = round_latency(p, s, b, seed, 0, detail=True)
+    K = p.iters
+    out = np.concatenate([[0.0], p.out_bits])
+    params = np.concatenate([[0.0], np.cumsum(p.param_bits)])
+    bits = K * p.batch * out[s] + params[s]
+    compute = K * (d["fwd"] + d["bwd"] + d["server"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = K * d["up"] + params[s] * LN2 / (b * np.log1p(p.xu / b))
+        down = K * d["down"] + params[s] * LN2 / (b * np.log1p(p.xd / b))
+    per_device = [
+        {"id": p.device_ids[i], "split": int(s[i]), "bandwidth_hz": float(b[i]),
+         "latency_s": float(det["finish_s"][i]), "compute_s": float(compute[i]), "uplink_s": float(up[i]),
+         "downlink_s": float(down[i]), "wait_s": float(max(det["finish_s"][i] - compute[i] - up[i] - down[i], 0.0)),
+         "bits_up": float(bits[i]), "bits_down": float(bits[i])}
+        for i in range(p.num_devices)
+    ]
+    return {
+        "method": method,
+        "latency_model": "sfl_v2",
+        "objective_s": float(det["latency_s"]),
+        "splits": s.tolist(),
+        "bandwidth_hz": b.tolist(),
+        "per_device": per_device,
+        "iterations": [],
+        "solve_time_s": float(solve_time),
+        "sequential": False,
+        "order_seed": int(seed),
+        "server_busy_s": float(det["server_busy_s"]),
+        "round_latency_s": round_latencies(p, s, b, seed, max(int(rounds), 1)),
+        "meta": dict(p.meta),
+    }
