@@ -61,7 +61,7 @@ def part1_random(n_instances: int) -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import random_problem_doc
 
-    gaps, gains, gains_ao = [], [], []
+    gaps, gains, gains_ao, primal_gap, true_gap = [], [], [], [], []
     t0 = time.perf_counter()
     for seed in range(n_instances):
         rng = np.random.default_rng(10_000 + seed)
@@ -71,12 +71,19 @@ def part1_random(n_instances: int) -> None:
         eq_doc["server"]["sharing"] = "equal"
         eq = solve(Problem.from_dict(eq_doc), "global")["objective_s"]
         gaps.append(g["duality_gap"])
+        if len(doc["devices"]) <= 4:
+            ex = solve(Problem.from_dict(doc), "exhaustive")["objective_s"]
+            primal_gap.append((g["objective_s"] - ex) / ex)
+            true_gap.append((ex - g["lower_bound_s"]) / ex)
         gains.append(eq / g["objective_s"])
         gains_ao.append(eq / solve(Problem.from_dict(doc), "ao")["objective_s"])
     gaps_a = np.array(gaps)
     print(f"\n[1] random instances: {n_instances} (N = 1..6, L = 3..7), {time.perf_counter() - t0:.0f} s")
     print(f"    duality gap of global (relative): median {np.median(gaps_a):.2e}, 90% {np.quantile(gaps_a, 0.9):.2e}, "
           f"max {gaps_a.max():.2e}; instances with gap > 1e-6: {int(np.sum(gaps_a > 1e-6))}")
+    print(f"    N <= 4 ({len(primal_gap)} instances): global above exhaustive by more than 1e-9 on "
+          f"{int(np.sum(np.array(primal_gap) > 1e-9))}; (exhaustive - lower bound)/exhaustive: median "
+          f"{np.median(true_gap):.2e}, max {max(true_gap):.2e}")
     ga = np.array(gains)
     print(f"    equal / optimized (global): median {np.median(ga):.4f}, mean {ga.mean():.4f}, max {ga.max():.4f}, "
           f"min {ga.min():.6f}; equal-global / optimized-ao median {np.median(gains_ao):.4f}")

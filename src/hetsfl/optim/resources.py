@@ -361,18 +361,20 @@ def dual_value(tau: float, nu: float, a, w, U, xu, xd, B: float, C: float, u0=No
 def dual_lower_bound(a, w, U, xu, xd, B: float, C: float, tau_hi: float, tol: float = 1e-9):
     """Largest tau certified infeasible by the Lagrangian dual: bisection on tau in [tau_lo, tau_hi] (tau_lo the
     optimum with an infinite server, infeasible) and, for each tau, maximisation of the concave D(tau, .) over
-    ln nu by bisection on its supergradient sum_n f_n - C. Returns (lower, cols at the last dual point, nu)."""
+    ln nu by bisection on its supergradient sum_n f_n - C. Returns (lower, the last distinct cut choices seen at
+    the smallest deadline not certified (candidates for a primal solution), the price there)."""
     from hetsfl.optim.solvers import global_optimum
 
     tau_lo, _, _, _ = global_optimum(a, U, xu, xd, B)
     lo, hi = float(tau_lo), float(tau_hi)
     nu0 = B / C
-    cols_best, nu_best = None, nu0
+    cands, nu_best = [], nu0
     u = None
     while hi - lo > tol * hi:
         tau = 0.5 * (lo + hi)
         l_lo, l_hi = np.log(nu0) - 40.0, np.log(nu0) + 40.0
         certified = False
+        seen: list = []
         for _ in range(80):
             lnu = 0.5 * (l_lo + l_hi)
             nu = float(np.exp(lnu))
@@ -380,6 +382,8 @@ def dual_lower_bound(a, w, U, xu, xd, B: float, C: float, tau_hi: float, tol: fl
             if D > 1e-9 * (B + nu * C):
                 certified = True
                 break
+            if not any(np.array_equal(cols, c) for c in seen):
+                seen.append(cols)
             if fsum > C:
                 l_lo = lnu
             else:
@@ -390,5 +394,5 @@ def dual_lower_bound(a, w, U, xu, xd, B: float, C: float, tau_hi: float, tol: fl
             lo = tau
         else:
             hi = tau
-            cols_best, nu_best = cols, nu
-    return lo, cols_best, nu_best
+            cands, nu_best = seen[-4:], nu
+    return lo, cands, nu_best

@@ -6,7 +6,7 @@ entries carry ``server_flops`` (f_n). Methods:
 * ``ao``: the equal-sharing AO's fixed point (a feasible point of this model), then {joint bandwidth and
   compute step (exact); split step} until no cut changes (``resources.alternating_resources``). Never worse
   than the equal-sharing AO.
-* ``global``: the best of ``ao`` and of the exact resource step on the cuts the Lagrangian dual picks, with
+* ``global``: the best of ``ao`` and of AO started from the cuts the Lagrangian dual picks near its price, with
   the dual's certified lower bound (``lower_bound_s``) and ``duality_gap`` = (objective - lower) / objective.
 * ``exhaustive``: every cut combination with the exact joint step.
 * ``equal_bandwidth``: b = B/N, best cuts and optimal compute (exact for that b).
@@ -72,12 +72,15 @@ def solve_optimized(problem: Problem, method: str, max_iters: int = 100, exhaust
         iterations += [{**t, "iteration": t["iteration"] + len(trace0) - 1} for t in trace]
         if method == "global":
             obj = float(np.max(round_latency(a[rows, cols], w[rows, cols], U[rows, cols], b, f, xu, xd)))
-            lower, dual_cols, nu = dual_lower_bound(a, w, U, xu, xd, B, C, obj)
-            if dual_cols is not None and np.any(dual_cols != cols):
-                o2, b2, f2, _ = joint_allocate(a[rows, dual_cols], w[rows, dual_cols], U[rows, dual_cols],
-                                               xu, xd, B, C)
+            lower, candidates, nu = dual_lower_bound(a, w, U, xu, xd, B, C, obj)
+            # primal: AO from each cut choice the dual made near its optimal price; keep the best
+            for start_cols in candidates:
+                if np.array_equal(start_cols, cols):
+                    continue
+                c2, b2, f2, _ = alternating_resources(a, w, U, xu, xd, B, C, start_cols, max_iters)
+                o2 = float(np.max(round_latency(a[rows, c2], w[rows, c2], U[rows, c2], b2, f2, xu, xd)))
                 if o2 < obj:
-                    cols, b, f, obj = dual_cols, b2, f2, float(o2)
+                    cols, b, f, obj = c2, b2, f2, o2
             lower = min(lower, obj)
             extra.update(lower_bound_s=float(lower), duality_gap=float((obj - lower) / obj),
                          compute_price=float(nu))
