@@ -213,6 +213,8 @@ def test_unavailable_method_is_a_clear_error(random_problem_document):
     p = Problem.from_dict(optimized_doc(random_problem_document, 5, 2, 4))
     with pytest.raises(ConfigError, match="not available with server sharing 'optimized'"):
         solve_optimized(p, "sl")
+    with pytest.raises(ConfigError, match="not available with server sharing 'optimized'"):
+        solve(p, "ao_cvxpy")
 
 
 def test_dual_certifies_below_and_not_above(random_problem_document, ref):

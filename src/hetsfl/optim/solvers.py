@@ -148,7 +148,7 @@ def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit:
     """Solve ``problem`` with ``method`` and return a solution dictionary (schemas/solution.schema.json)."""
     if method not in METHODS and method != "ao_cvxpy":
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if problem.sharing == "optimized" and method not in ("fl", "sl", "ao_cvxpy"):
+    if problem.sharing == "optimized" and method not in ("fl", "sl"):
         # issue 10: server compute as a decision variable (fl: no server work; sl: the whole server in turn)
         from hetsfl.optim.server_sharing import solve_optimized
 
