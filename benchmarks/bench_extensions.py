@@ -133,10 +133,11 @@ def part2(cfg: dict, profile: dict, rounds: int) -> None:
     print(f"\n[2] rayleigh scenario, {rounds} rounds of block fading (seed {base.seed}): total simulated time (s)")
     for sharing in ("equal", "optimized"):
         p = with_sharing(base, sharing)
-        for method in ("ao", "global", "equal_bandwidth", "fixed_split", "fl", "sl"):
-            if sharing == "optimized" and method in ("fl", "sl"):
+        for method in ("ao", "global", "equal_bandwidth", "fixed_split", "fl", "sl", "sfl_v2_common", "sfl_v2"):
+            if sharing == "optimized" and method in ("fl", "sl", "sfl_v2_common", "sfl_v2"):
                 continue
-            res = {pol: simulate_rounds(p, method, pol, rounds) for pol in ("static", "static_first", "per_round")}
+            res = {pol: simulate_rounds(p, method, pol, rounds, train_seed=cfg["train"]["seeds"][0])
+                   for pol in ("static", "static_first", "per_round")}
             tot = {k: v["sim_time_s"][-1] for k, v in res.items()}
             per = res["per_round"]
             ratio = np.array(per["solve_time_s"]) / np.array(per["round_latency_s"])

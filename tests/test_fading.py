@@ -112,3 +112,30 @@ def test_rounds_reproducible_and_validated(random_problem_document):
         simulate_rounds(p, "ao", "sometimes", 3)
     with pytest.raises(ConfigError, match="rounds must be"):
         simulate_rounds(p, "ao", "static", 0)
+
+
+def test_sfl_v2_clock_under_fading(random_problem_document):
+    """SFL-V2 rounds: static keeps the cuts and bandwidths, timed with each round's order and channel;
+    re-optimising the common cut and bandwidth for the round (exact for its order) is never worse."""
+    from hetsfl.optim import sfl_v2
+
+    doc = random_problem_document(np.random.default_rng(6), 3, 4)
+    for dev in doc["devices"]:
+        dev["local_iters"] = 3
+    p = Problem.from_dict(doc)
+    R = 3
+    st = simulate_rounds(p, "sfl_v2_common", "static", R, seed=5, train_seed=2)
+    per = simulate_rounds(p, "sfl_v2_common", "per_round", R, seed=5, train_seed=2)
+    kept = sfl_v2.solve_sfl_v2(p, "sfl_v2_common", seed=2)
+    power = fading_powers(5, R, 3)
+    for r in range(R):
+        d = copy.deepcopy(doc)
+        for dev, g in zip(d["devices"], power[r], strict=True):
+            dev["channel_gain"] *= g
+        pr = Problem.from_dict(d)
+        assert st["round_latency_s"][r] == pytest.approx(
+            float(sfl_v2.round_latency(pr, kept["splits"], kept["bandwidth_hz"], 2, r)), rel=1e-12)
+        assert per["round_latency_s"][r] <= st["round_latency_s"][r] * (1 + 1e-6)
+    none = simulate_rounds(p, "sfl_v2_common", "static", R, fading="none", train_seed=2)
+    assert none["round_latency_s"] == pytest.approx(sfl_v2.round_latencies(p, kept["splits"], kept["bandwidth_hz"], 2,
+                                                                            R), rel=1e-12)

@@ -46,11 +46,29 @@ def evaluate(problem: Problem, solution: dict) -> dict:
 
 
 def simulate_rounds(problem: Problem, method: str, policy: str, rounds: int, seed: int | None = None,
-                    fading: str = "rayleigh", **solve_kwargs) -> dict:
+                    fading: str = "rayleigh", train_seed: int = 0, **solve_kwargs) -> dict:
     """Round latencies of ``method`` under ``policy`` over ``rounds`` rounds of block fading drawn from ``seed``
     (default: the problem's seed). Returns per-round latencies, solve times (0 for rounds that do not solve),
-    splits and bandwidths, the cumulative simulated time, and the mean-gain solution's objective."""
+    splits and bandwidths, and the cumulative simulated time.
+
+    ``method`` is a ``solvers.solve`` method, or ``sfl_v2`` / ``sfl_v2_common`` (SFL-V2's own clock: round r
+    is timed with the engine's device order of round r for ``train_seed``; ``per_round`` optimises each
+    round's order and channel, the static policies round 0's order)."""
+    from hetsfl.optim import sfl_v2
     from hetsfl.optim.solvers import solve
+
+    if method in sfl_v2.V2_METHODS:
+        def solve_round(p, r):
+            return sfl_v2.solve_sfl_v2(p, method, seed=train_seed, rounds=1, round_idx=r)
+
+        def evaluate_round(p, sol, r):
+            return float(sfl_v2.round_latency(p, sol["splits"], sol["bandwidth_hz"], train_seed, r))
+    else:
+        def solve_round(p, r):
+            return solve(p, method, **solve_kwargs)
+
+        def evaluate_round(p, sol, r):
+            return evaluate(p, sol)["objective_s"]
 
     if policy not in POLICIES:
         raise ConfigError(f"unknown fading policy {policy!r}; choose one of {', '.join(POLICIES)}")
@@ -64,17 +82,18 @@ def simulate_rounds(problem: Problem, method: str, policy: str, rounds: int, see
     fixed = None
     if policy != "per_round":
         t0 = time.perf_counter()
-        fixed = solve(problem if policy == "static" else realised[0], method, **solve_kwargs)
+        fixed = solve_round(problem if policy == "static" else realised[0], 0)
         solve_times[0] = time.perf_counter() - t0
     latencies, splits, bandwidths = [], [], []
     for r, p_r in enumerate(realised):
         if fixed is None:
             t0 = time.perf_counter()
-            sol = solve(p_r, method, **solve_kwargs)
+            sol = solve_round(p_r, r)
             solve_times[r] = time.perf_counter() - t0
+            latencies.append(float(sol["objective_s"]))
         else:
-            sol = evaluate(p_r, fixed)
-        latencies.append(float(sol["objective_s"]))
+            sol = fixed
+            latencies.append(evaluate_round(p_r, fixed, r))
         splits.append([int(s) for s in sol["splits"]])
         bandwidths.append([float(b) for b in sol["bandwidth_hz"]])
     return {

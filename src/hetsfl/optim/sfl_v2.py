@@ -242,14 +242,16 @@ def exhaustive_splits(problem: Problem, seed: int, round_idx: int = 0, limit: in
 V2_METHODS = ("sfl_v2", "sfl_v2_common")
 
 
-def solve_sfl_v2(problem: Problem, method: str = "sfl_v2", seed: int = 0, rounds: int = 1) -> dict:
+def solve_sfl_v2(problem: Problem, method: str = "sfl_v2", seed: int = 0, rounds: int = 1,
+                 round_idx: int = 0) -> dict:
     """SFL-V2 under its own clock, as a solution (schemas/solution.schema.json) for training seed ``seed``.
 
     ``sfl_v2_common``: the best common cut with optimal bandwidth (exact for round 0's order).
     ``sfl_v2``: individual cuts by local search with optimal bandwidth, started from the better of that
     common cut and the SFL-V1 AO solution (a local optimum, not certified).
-    Both optimise round 0's order; ``round_latency_s`` lists rounds 0..rounds-1 (each with its own order), for
-    the training engine's per-round latencies. ``objective_s`` is round 0's latency.
+    Both optimise the order of round ``round_idx`` (default 0); ``round_latency_s`` lists rounds 0..rounds-1
+    (each with its own order), for the training engine's per-round latencies. ``objective_s`` is the latency of
+    round ``round_idx``.
     """
     import time
 
@@ -261,24 +263,26 @@ def solve_sfl_v2(problem: Problem, method: str = "sfl_v2", seed: int = 0, rounds
         raise ConfigError("SFL-V2's server serves one device at a time with its whole compute; server sharing "
                           "'optimized' does not apply to it (use equal or dedicated: both give the same V2 clock)")
     t0 = time.perf_counter()
-    best = best_common_split(problem, seed, "optimal")
+    r = int(round_idx)
+    best = best_common_split(problem, seed, "optimal", r)
     if method == "sfl_v2":
         v1 = solve(problem, "ao")
-        T1 = float(round_latency(problem, v1["splits"], v1["bandwidth_hz"], seed))
+        T1 = float(round_latency(problem, v1["splits"], v1["bandwidth_hz"], seed, r))
         start = best if best["objective_s"] <= T1 else {"splits": v1["splits"], "bandwidth_hz": v1["bandwidth_hz"]}
-        best = local_search_splits(problem, seed, "optimal", start=start)
+        best = local_search_splits(problem, seed, "optimal", r, start=start)
     return v2_solution(problem, method, best["splits"], best["bandwidth_hz"], seed, rounds,
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, r)
 
 
-def v2_solution(problem: Problem, method: str, splits, bandwidth, seed: int, rounds: int, solve_time: float) -> dict:
+def v2_solution(problem: Problem, method: str, splits, bandwidth, seed: int, rounds: int, solve_time: float,
+                round_idx: int = 0) -> dict:
     """Package cuts and bandwidths with SFL-V2's clock: per device the finishing time, its compute, transfer
     and waiting seconds (waiting = finish - the rest: time spent queueing for the server)."""
     p = problem
     s = np.asarray(splits, dtype=int)
     b = np.asarray(bandwidth, dtype=float)
     d = batch_durations(p, s, b)
-    det = round_latency(p, s, b, seed, 0, detail=True)
+    det = round_latency(p, s, b, seed, round_idx, detail=True)
     K = p.iters
     out = np.concatenate([[0.0], p.out_bits])
     params = np.concatenate([[0.0], np.cumsum(p.param_bits)])
