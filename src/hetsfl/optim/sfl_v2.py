@@ -110,43 +110,51 @@ def round_latencies(problem: Problem, splits, bandwidth, seed: int, rounds: int)
 # ---- optimisation -----------------------------------------------------------------------------------------
 def optimal_bandwidth(problem: Problem, splits, seed: int, round_idx: int = 0, solver: str = "CLARABEL"):
     """Exact minimum over b (sum b <= B) of the round latency for fixed cuts and order, as a convex program:
-    min tau s.t. t_j >= (device ready) + p + up(b), t_j >= t_prev + sigma_prev (server sequence), tau >= finish.
-    Returns (latency at the returned b, b, the solver's tau)."""
+    min tau s.t. t_j >= (device ready) + p + up(b), t_j >= t_prev + sigma_prev (server sequence), tau >= finish,
+    with z_u,n >= B / (ln2 r_u,n(b_n)) and z_d,n likewise (seconds per bit scaled by B / ln 2, near one; convex,
+    and every constraint is increasing in z, so they are tight at the optimum). Returns (latency at the returned b, b, the solver's tau)."""
     import cvxpy as cp
 
-    from hetsfl.optim.bandwidth_cvx import SOLVER_OPTIONS, _scaled_rate
+    from hetsfl.optim.bandwidth_cvx import HIGH_SNR, SOLVER_OPTIONS, _scaled_rate
 
     p = problem
     n, B = p.num_devices, p.total_bandwidth
     s = np.asarray(splits, dtype=int)
-    d = batch_durations(p, s, np.ones(n))  # bits-dependent parts are rebuilt below from the rates
+    d = batch_durations(p, s, np.ones(n))  # the bandwidth-free parts; transfers are rebuilt from z below
     out = np.concatenate([[0.0], p.out_bits])
     params = np.concatenate([[0.0], np.cumsum(p.param_bits)])
-    smashed = p.batch * out[s]
+    smashed = p.batch * out[s] * (LN2 / B)  # bits times ln2 / B: seconds per unit of z
+    model = params[s] * (LN2 / B)
     frac = cp.Variable(n, nonneg=True)
-    inv_u, inv_d = [], []  # seconds per bit up and down, per device
-    for i in range(n):  # per device, so that each uses the rate formulation that suits its SNR
-        inv_u.append(cp.inv_pos(_scaled_rate(frac[i], np.array(p.xu[i] / B))) * (LN2 / B))
-        inv_d.append(cp.inv_pos(_scaled_rate(frac[i], np.array(p.xd[i] / B))) * (LN2 / B))
-    seq = job_sequence(p.iters, seed, round_idx)
-    t = cp.Variable(len(seq))
-    tau = cp.Variable()
+    zu, zd = cp.Variable(n), cp.Variable(n)
     cons = [cp.sum(frac) <= 1]
+    qu, qd = p.xu / B, p.xd / B
+    for q, z in ((qu, zu), (qd, zd)):  # each device with the rate formulation that suits its SNR
+        for high in (False, True):
+            i = np.flatnonzero((q >= HIGH_SNR) == high)
+            if i.size:
+                cons.append(cp.inv_pos(_scaled_rate(frac[i], q[i])) <= z[i])
+    seq = np.array(job_sequence(p.iters, seed, round_idx))
+    m = len(seq)
+    t = cp.Variable(m)
+    tau = cp.Variable()
+    prev = np.full(m, -1)
     last: dict[int, int] = {}
     for j, dev in enumerate(seq):
-        up = smashed[dev] * inv_u[dev]
-        if dev in last:
-            k = last[dev]
-            cons.append(t[k] + d["server"][dev] + smashed[dev] * inv_d[dev] + d["bwd"][dev] + d["fwd"][dev] + up
-                        <= t[j])
-        else:
-            cons.append(d["fwd"][dev] + up <= t[j])
-        if j:
-            cons.append(t[j - 1] + d["server"][seq[j - 1]] <= t[j])
-        last[dev] = j
-    for dev, k in last.items():
-        cons.append(t[k] + d["server"][dev] + smashed[dev] * inv_d[dev] + d["bwd"][dev]
-                    + params[s[dev]] * (inv_u[dev] + inv_d[dev]) <= tau)
+        prev[j] = last.get(int(dev), -1)
+        last[int(dev)] = j
+    first, later = np.flatnonzero(prev < 0), np.flatnonzero(prev >= 0)
+    df, dl = seq[first], seq[later]
+    cons.append(d["fwd"][df] + cp.multiply(smashed[df], zu[df]) <= t[first])
+    if later.size:
+        cons.append(t[prev[later]] + d["server"][dl] + d["bwd"][dl] + d["fwd"][dl]
+                    + cp.multiply(smashed[dl], zu[dl] + zd[dl]) <= t[later])
+    if m > 1:
+        cons.append(t[:-1] + d["server"][seq[:-1]] <= t[1:])
+    ends = np.array([last[dev] for dev in range(n) if dev in last])
+    de = seq[ends]
+    cons.append(t[ends] + d["server"][de] + d["bwd"][de] + cp.multiply(smashed[de], zd[de])
+                + cp.multiply(model[de], zu[de] + zd[de]) <= tau)
     prob = cp.Problem(cp.Minimize(tau), cons)
     prob.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
     if prob.status not in ("optimal", "optimal_inaccurate") or frac.value is None:
