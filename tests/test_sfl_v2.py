@@ -241,3 +241,25 @@ def test_v2_solution_file(method, random_problem_document):
         assert sol["objective_s"] <= common["objective_s"] * (1 + 1e-9)
     with pytest.raises(ConfigError, match="unknown SFL-V2 method"):
         sfl_v2.solve_sfl_v2(p, "sfl_v3")
+
+
+def test_fallback_when_the_program_fails(random_problem_document, monkeypatch):
+    """A failed convex program gives the best feasible candidate, flagged inexact, never a crash."""
+    import cvxpy as cp
+
+    doc = random_problem_document(np.random.default_rng(3), 3, 4)
+    p = Problem.from_dict(doc)
+    good = sfl_v2.optimal_bandwidth(p, [2, 2, 2], 0)
+    original = cp.Problem.solve
+
+    def failing(self, *args, **kwargs):
+        if kwargs.get("solver") == "CLARABEL":
+            raise cp.error.SolverError("forced")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cp.Problem, "solve", failing)
+    T, b, tau = sfl_v2.optimal_bandwidth(p, [2, 2, 2], 0)
+    assert tau is None and b.sum() <= doc["total_bandwidth_hz"] * (1 + 1e-12)
+    assert T == pytest.approx(float(sfl_v2.round_latency(p, [2, 2, 2], b, 0)), rel=1e-12)
+    assert T >= good[0] * (1 - 1e-6)
+    assert sfl_v2.solve_sfl_v2(p, "sfl_v2_common", seed=0)["bandwidth_exact"] is False

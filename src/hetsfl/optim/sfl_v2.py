@@ -27,6 +27,7 @@ cuts and order it is a max of sums of durations, each constant or convex decreas
 from __future__ import annotations
 
 import itertools
+import logging
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from hetsfl.errors import ConfigError, InfeasibleError
 from hetsfl.optim.problem import Problem
 from hetsfl.system.channel import LN2
 
+log = logging.getLogger("hetsfl.optim.sfl_v2")
 _TAG_ORDER = 1  # as hetsfl.train.schedule (SeedSequence([seed, 1, round, iteration]))
 
 
@@ -112,7 +114,10 @@ def optimal_bandwidth(problem: Problem, splits, seed: int, round_idx: int = 0, s
     """Exact minimum over b (sum b <= B) of the round latency for fixed cuts and order, as a convex program:
     min tau s.t. t_j >= (device ready) + p + up(b), t_j >= t_prev + sigma_prev (server sequence), tau >= finish,
     with z_u,n >= B / (ln2 r_u,n(b_n)) and z_d,n likewise (seconds per bit scaled by B / ln 2, near one; convex,
-    and every constraint is increasing in z, so they are tight at the optimum). Returns (latency at the returned b, b, the solver's tau)."""
+    and every constraint is increasing in z, so they are tight at the optimum). Returns (latency at the returned
+    b, b, the solver's tau). If Clarabel fails (seen on badly scaled fading rounds: a device in a deep fade beside
+    one above 60 dB), the best of equal bandwidth, the SFL-V1 optimum for these cuts and an SCS solution is
+    returned with tau = None."""
     import cvxpy as cp
 
     from hetsfl.optim.bandwidth_cvx import HIGH_SNR, SOLVER_OPTIONS, _scaled_rate
@@ -156,12 +161,39 @@ def optimal_bandwidth(problem: Problem, splits, seed: int, round_idx: int = 0, s
     cons.append(t[ends] + d["server"][de] + d["bwd"][de] + cp.multiply(smashed[de], zd[de])
                 + cp.multiply(model[de], zu[de] + zd[de]) <= tau)
     prob = cp.Problem(cp.Minimize(tau), cons)
-    prob.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
-    if prob.status not in ("optimal", "optimal_inaccurate") or frac.value is None:
-        raise cp.error.SolverError(f"SFL-V2 bandwidth program failed with {solver}: status {prob.status}")
-    b = np.maximum(frac.value, 0.0) * B
-    b = b * min(1.0, B / b.sum())
-    return float(round_latency(p, s, b, seed, round_idx)), b, float(tau.value)
+    try:
+        prob.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
+        ok = prob.status in ("optimal", "optimal_inaccurate") and frac.value is not None
+    except cp.error.SolverError:
+        ok = False
+    if ok:
+        b = np.maximum(frac.value, 0.0) * B
+        b = b * min(1.0, B / b.sum())
+        return float(round_latency(p, s, b, seed, round_idx)), b, float(tau.value)
+    # Rare badly scaled instances (a device in a deep fade next to one at > 60 dB): the best of feasible
+    # candidates, flagged inexact by tau = None (the latency returned is still the true one at b).
+    return _fallback_bandwidth(p, s, seed, round_idx, prob, frac)
+
+
+def _fallback_bandwidth(p: Problem, s: np.ndarray, seed: int, round_idx: int, prob, frac):
+    from hetsfl.optim.bandwidth import allocate
+
+    n, B = p.num_devices, p.total_bandwidth
+    log.warning("SFL-V2 bandwidth program failed (N=%d, cuts %s); using the best of feasible candidates", n,
+                s.tolist())
+    rows = np.arange(n)
+    A, U = p.terms()
+    cands = [np.full(n, B / n), allocate(A[rows, s - 1], U[rows, s - 1], p.xu, p.xd, B)[1]]
+    try:
+        prob.solve(solver="SCS", eps=1e-9, max_iters=200_000)
+        if frac.value is not None and np.all(np.isfinite(frac.value)) and frac.value.sum() > 0:
+            f = np.maximum(frac.value, 1e-12)
+            cands.append(f / f.sum() * B)
+    except Exception:  # noqa: BLE001 - any solver failure leaves the other candidates
+        pass
+    Ts = [float(round_latency(p, s, b, seed, round_idx)) for b in cands]
+    k = int(np.argmin(Ts))
+    return Ts[k], cands[k], None
 
 
 def _allowed_common(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
@@ -177,11 +209,12 @@ def best_common_split(problem: Problem, seed: int, bandwidth: str = "optimal", r
     Exact for the round's order. Returns {splits, bandwidth_hz, objective_s, tried_splits}."""
     _, common = _allowed_common(problem)
     n, B = problem.num_devices, problem.total_bandwidth
-    tried, best = {}, None
+    tried, best, exact = {}, None, True
     for c in common:
         s = np.full(n, int(c))
         if bandwidth == "optimal":
-            T, b, _ = optimal_bandwidth(problem, s, seed, round_idx)
+            T, b, tau = optimal_bandwidth(problem, s, seed, round_idx)
+            exact &= tau is not None
         elif bandwidth == "equal":
             b = np.full(n, B / n)
             T = float(round_latency(problem, s, b, seed, round_idx))
@@ -191,7 +224,7 @@ def best_common_split(problem: Problem, seed: int, bandwidth: str = "optimal", r
         if best is None or T < best[0]:
             best = (T, s, b)
     return {"objective_s": best[0], "splits": best[1].tolist(), "bandwidth_hz": best[2].tolist(),
-            "tried_splits": tried}
+            "tried_splits": tried, "bandwidth_exact": exact}
 
 
 def local_search_splits(problem: Problem, seed: int, bandwidth: str = "equal", round_idx: int = 0,
@@ -207,6 +240,7 @@ def local_search_splits(problem: Problem, seed: int, bandwidth: str = "equal", r
     s = np.array(start["splits"], dtype=int)
     b = np.array(start["bandwidth_hz"], dtype=float)
     T = float(round_latency(problem, s, b, seed, round_idx))
+    exact = start.get("bandwidth_exact", True)
     for _ in range(max_sweeps):
         changed = False
         for i in range(n):
@@ -218,12 +252,13 @@ def local_search_splits(problem: Problem, seed: int, bandwidth: str = "equal", r
             if Ts[k] < T * (1 - 1e-12):
                 s, T, changed = S[k], float(Ts[k]), True
         if bandwidth == "optimal":
-            T2, b2, _ = optimal_bandwidth(problem, s, seed, round_idx)
+            T2, b2, tau2 = optimal_bandwidth(problem, s, seed, round_idx)
             if T2 < T * (1 - 1e-12):
                 T, b, changed = T2, b2, True
+                exact = tau2 is not None
         if not changed:
             break
-    return {"objective_s": T, "splits": s.tolist(), "bandwidth_hz": b.tolist()}
+    return {"objective_s": T, "splits": s.tolist(), "bandwidth_hz": b.tolist(), "bandwidth_exact": exact}
 
 
 def exhaustive_splits(problem: Problem, seed: int, round_idx: int = 0, limit: int = 200_000) -> dict:
@@ -278,8 +313,10 @@ def solve_sfl_v2(problem: Problem, method: str = "sfl_v2", seed: int = 0, rounds
         T1 = float(round_latency(problem, v1["splits"], v1["bandwidth_hz"], seed, r))
         start = best if best["objective_s"] <= T1 else {"splits": v1["splits"], "bandwidth_hz": v1["bandwidth_hz"]}
         best = local_search_splits(problem, seed, "optimal", r, start=start)
-    return v2_solution(problem, method, best["splits"], best["bandwidth_hz"], seed, rounds,
-                       time.perf_counter() - t0, r)
+    sol = v2_solution(problem, method, best["splits"], best["bandwidth_hz"], seed, rounds,
+                      time.perf_counter() - t0, r)
+    sol["bandwidth_exact"] = bool(best.get("bandwidth_exact", True))
+    return sol
 
 
 def v2_solution(problem: Problem, method: str, splits, bandwidth, seed: int, rounds: int, solve_time: float,
