@@ -178,6 +178,13 @@ class Problem:
         U[:, -1] = p["model_bits"][-1]
         return A, U
 
+    def device_server_terms(self) -> tuple[np.ndarray, np.ndarray]:
+        """For `sharing: optimized` (issue 10): a[n, s-1] = K D F_dev(s) / c_n (device seconds) and
+        w[n, s-1] = K D F_srv(s) (server FLOPs per round) for every cut s = 1..L; A = a + w / c_S,n."""
+        p = self.profile
+        kd = (self.iters * self.batch)[:, None]
+        return kd * p["dev_flops"][1:] / self.dev_flops[:, None], kd * p["srv_flops"][1:] + 0.0 * self.dev_flops[:, None]
+
     def memory_bytes(self) -> np.ndarray:
         """Device memory [n, s-1] for cut s: (2 + optimiser copies) x client parameters + a batch of activations."""
         p = self.profile

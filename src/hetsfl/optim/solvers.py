@@ -272,6 +272,11 @@ def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit:
     """Solve ``problem`` with ``method`` and return a solution dictionary (schemas/solution.schema.json)."""
     if method not in SOLVERS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if problem.sharing == "optimized" and method not in ("fl", "sl"):
+        # issue 10: server compute as a decision variable (fl: no server work; sl: the whole server in turn)
+        from hetsfl.optim.server_sharing import solve_optimized
+
+        return solve_optimized(problem, method, max_iters, exhaustive_limit, seed)
     start = time.perf_counter()
     sequential = method in SEQUENTIAL
     A_all, U_all = problem.terms(sequential=sequential)

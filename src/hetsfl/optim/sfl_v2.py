@@ -1,0 +1,360 @@
+"""SFL-V2's own round latency and its optimisation (issue 10, docs/model.md "SFL-V2 round").
+
+One server-side model serves the devices one batch at a time, with the whole server compute c_S, in the order
+the training engine uses: in local iteration k the server takes the devices' batches in the seeded random order
+``device_order(seed, round, k, devices with K_n > k)`` (all of iteration k before any of iteration k+1).
+Per batch of device n at cut s, bandwidth b_n:
+
+    p_n = D F_fwd,dev(s) / c_n      device forward            up_n = D a(s) / r_u,n(b_n)   smashed data up
+    sigma_n = D F_srv(s) / c_S      server forward + backward dn_n = D a(s) / r_d,n(b_n)   cut gradient down
+    q_n = D F_bwd,dev(s) / c_n      device backward
+
+A device's steps follow each other; the server is a single machine that processes the jobs (n, k) in the
+fixed sequence, non-preemptively, waiting idle when the next job's data has not arrived yet. Transfers use
+each device's own FDMA band, so uploads and downloads of different devices overlap each other and the
+server's work on other devices' batches. With r_n the time device n is ready for its next forward (0 at the
+round start), the server's free time F (0 at the start), job (n, k) in sequence order does
+
+    start = max(r_n + p_n + up_n, F);   F = start + sigma_n;   r_n = F + dn_n + q_n
+
+and device n finishes the round at E_n = r_n (after its K_n jobs) + W(s) (1/r_u,n + 1/r_d,n): its client-side
+model goes up and the aggregate comes back, as in the SFL-V1 model (no barrier between devices). The round
+latency is max_n E_n. Equivalently the longest path through the precedence graph of the jobs, so for fixed
+cuts and order it is a max of sums of durations, each constant or convex decreasing in b_n: convex in b.
+``optimal_bandwidth`` minimises it exactly as a convex program (epigraph with one start time per job).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+
+from hetsfl.errors import ConfigError, InfeasibleError
+from hetsfl.optim.problem import Problem
+from hetsfl.system.channel import LN2
+
+log = logging.getLogger("hetsfl.optim.sfl_v2")
+_TAG_ORDER = 1  # as hetsfl.train.schedule (SeedSequence([seed, 1, round, iteration]))
+
+
+def device_order(seed: int, round_idx: int, iteration: int, devices) -> list[int]:
+    """The training engine's SFL-V2 order (hetsfl.train.schedule.device_order, without importing torch)."""
+    devices = list(devices)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _TAG_ORDER, int(round_idx), int(iteration)]))
+    return [devices[i] for i in rng.permutation(len(devices))]
+
+
+def job_sequence(iters, seed: int, round_idx: int) -> list[int]:
+    """Devices in the order the server takes their batches in round ``round_idx`` (one entry per batch)."""
+    iters = [int(k) for k in iters]
+    seq: list[int] = []
+    for k in range(max(iters)):
+        seq += device_order(seed, round_idx, k, [n for n in range(len(iters)) if iters[n] > k])
+    return seq
+
+
+def batch_durations(problem: Problem, splits, bandwidth) -> dict[str, np.ndarray]:
+    """p, q, sigma, up, dn (seconds per batch) and the model exchange (seconds per round) of every device;
+    splits and bandwidth may carry leading batch axes (..., N)."""
+    p = problem
+    s = np.asarray(splits, dtype=int)
+    b = np.asarray(bandwidth, dtype=float)
+    fwd = np.concatenate([[0.0], np.cumsum(p.fwd_flops)])
+    bwd = np.concatenate([[0.0], np.cumsum(p.bwd_flops)])
+    total = fwd[-1] + bwd[-1]
+    out = np.concatenate([[0.0], p.out_bits])
+    params = np.concatenate([[0.0], np.cumsum(p.param_bits)])
+    D, c = p.batch, p.dev_flops
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_u = np.where(b > 0, LN2 / (b * np.log1p(p.xu / b)), np.inf)
+        inv_d = np.where(b > 0, LN2 / (b * np.log1p(p.xd / b)), np.inf)
+    smashed = D * out[s]
+    return {
+        "fwd": D * fwd[s] / c,
+        "bwd": D * bwd[s] / c,
+        "server": D * (total - fwd[s] - bwd[s]) / p.server_flops,
+        "up": smashed * inv_u,
+        "down": smashed * inv_d,
+        "model": params[s] * (inv_u + inv_d),
+    }
+
+
+def round_latency(problem: Problem, splits, bandwidth, seed: int, round_idx: int = 0, detail: bool = False):
+    """SFL-V2 round latency max_n E_n (batched over leading axes of splits / bandwidth); with ``detail`` a dict
+    with the finishing time of every device and the server's busy time as well."""
+    d = batch_durations(problem, splits, bandwidth)
+    n = problem.num_devices
+    shape = np.broadcast_shapes(np.shape(splits), np.shape(bandwidth))
+    lead = shape[:-1]
+    ready = np.zeros(shape)
+    free = np.zeros(lead)
+    fwd_up = np.broadcast_to(d["fwd"] + d["up"], shape)
+    srv = np.broadcast_to(d["server"], shape)
+    back = np.broadcast_to(d["down"] + d["bwd"], shape)
+    for j in job_sequence(problem.iters, seed, round_idx):
+        free = np.maximum(ready[..., j] + fwd_up[..., j], free) + srv[..., j]
+        ready[..., j] = free + back[..., j]
+    finish = ready + d["model"]
+    T = finish.max(-1)
+    if not detail:
+        return T
+    busy = (srv * problem.iters).sum(-1)
+    return {"latency_s": T, "finish_s": finish, "server_busy_s": busy, "num_devices": n}
+
+
+def round_latencies(problem: Problem, splits, bandwidth, seed: int, rounds: int) -> list[float]:
+    """Latency of rounds 0..R-1 (each round has its own device order) for fixed cuts and bandwidths."""
+    return [float(round_latency(problem, splits, bandwidth, seed, r)) for r in range(int(rounds))]
+
+
+# ---- optimisation -----------------------------------------------------------------------------------------
+def optimal_bandwidth(problem: Problem, splits, seed: int, round_idx: int = 0, solver: str = "CLARABEL"):
+    """Exact minimum over b (sum b <= B) of the round latency for fixed cuts and order, as a convex program:
+    min tau s.t. t_j >= (device ready) + p + up(b), t_j >= t_prev + sigma_prev (server sequence), tau >= finish,
+    with z_u,n >= B / (ln2 r_u,n(b_n)) and z_d,n likewise (seconds per bit scaled by B / ln 2, near one; convex,
+    and every constraint is increasing in z, so they are tight at the optimum). Returns (latency at the returned
+    b, b, the solver's tau). If Clarabel fails (seen on badly scaled fading rounds: a device in a deep fade beside
+    one above 60 dB), the best of equal bandwidth, the SFL-V1 optimum for these cuts and an SCS solution is
+    returned with tau = None."""
+    import cvxpy as cp
+
+    from hetsfl.optim.bandwidth_cvx import HIGH_SNR, SOLVER_OPTIONS, _scaled_rate
+
+    p = problem
+    n, B = p.num_devices, p.total_bandwidth
+    s = np.asarray(splits, dtype=int)
+    d = batch_durations(p, s, np.ones(n))  # the bandwidth-free parts; transfers are rebuilt from z below
+    out = np.concatenate([[0.0], p.out_bits])
+    params = np.concatenate([[0.0], np.cumsum(p.param_bits)])
+    smashed = p.batch * out[s] * (LN2 / B)  # bits times ln2 / B: seconds per unit of z
+    model = params[s] * (LN2 / B)
+    frac = cp.Variable(n, nonneg=True)
+    zu, zd = cp.Variable(n), cp.Variable(n)
+    cons = [cp.sum(frac) <= 1]
+    qu, qd = p.xu / B, p.xd / B
+    for q, z in ((qu, zu), (qd, zd)):  # each device with the rate formulation that suits its SNR
+        for high in (False, True):
+            i = np.flatnonzero((q >= HIGH_SNR) == high)
+            if i.size:
+                cons.append(cp.inv_pos(_scaled_rate(frac[i], q[i])) <= z[i])
+    seq = np.array(job_sequence(p.iters, seed, round_idx))
+    m = len(seq)
+    t = cp.Variable(m)
+    tau = cp.Variable()
+    prev = np.full(m, -1)
+    last: dict[int, int] = {}
+    for j, dev in enumerate(seq):
+        prev[j] = last.get(int(dev), -1)
+        last[int(dev)] = j
+    first, later = np.flatnonzero(prev < 0), np.flatnonzero(prev >= 0)
+    df, dl = seq[first], seq[later]
+    cons.append(d["fwd"][df] + cp.multiply(smashed[df], zu[df]) <= t[first])
+    if later.size:
+        cons.append(t[prev[later]] + d["server"][dl] + d["bwd"][dl] + d["fwd"][dl]
+                    + cp.multiply(smashed[dl], zu[dl] + zd[dl]) <= t[later])
+    if m > 1:
+        cons.append(t[:-1] + d["server"][seq[:-1]] <= t[1:])
+    ends = np.array([last[dev] for dev in range(n) if dev in last])
+    de = seq[ends]
+    cons.append(t[ends] + d["server"][de] + d["bwd"][de] + cp.multiply(smashed[de], zd[de])
+                + cp.multiply(model[de], zu[de] + zd[de]) <= tau)
+    prob = cp.Problem(cp.Minimize(tau), cons)
+    try:
+        prob.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
+        ok = prob.status in ("optimal", "optimal_inaccurate") and frac.value is not None
+    except cp.error.SolverError:
+        ok = False
+    if ok:
+        b = np.maximum(frac.value, 0.0) * B
+        b = b * min(1.0, B / b.sum())
+        return float(round_latency(p, s, b, seed, round_idx)), b, float(tau.value)
+    # Rare badly scaled instances (a device in a deep fade next to one at > 60 dB): the best of feasible
+    # candidates, flagged inexact by tau = None (the latency returned is still the true one at b).
+    return _fallback_bandwidth(p, s, seed, round_idx, prob, frac)
+
+
+def _fallback_bandwidth(p: Problem, s: np.ndarray, seed: int, round_idx: int, prob, frac):
+    from hetsfl.optim.bandwidth import allocate
+
+    n, B = p.num_devices, p.total_bandwidth
+    log.warning("SFL-V2 bandwidth program failed (N=%d, cuts %s); using the best of feasible candidates", n,
+                s.tolist())
+    rows = np.arange(n)
+    A, U = p.terms()
+    cands = [np.full(n, B / n), allocate(A[rows, s - 1], U[rows, s - 1], p.xu, p.xd, B)[1]]
+    try:
+        prob.solve(solver="SCS", eps=1e-9, max_iters=200_000)
+        if frac.value is not None and np.all(np.isfinite(frac.value)) and frac.value.sum() > 0:
+            f = np.maximum(frac.value, 1e-12)
+            cands.append(f / f.sum() * B)
+    except Exception:  # noqa: BLE001 - any solver failure leaves the other candidates
+        pass
+    Ts = [float(round_latency(p, s, b, seed, round_idx)) for b in cands]
+    k = int(np.argmin(Ts))
+    return Ts[k], cands[k], None
+
+
+def _allowed_common(problem: Problem) -> tuple[np.ndarray, np.ndarray]:
+    mask = problem.allowed()
+    common = np.flatnonzero(mask.all(axis=0)) + 1
+    if common.size == 0:
+        raise InfeasibleError("infeasible: no split point is allowed on every device, so SFL-V2 has no common split")
+    return mask, common
+
+
+def best_common_split(problem: Problem, seed: int, bandwidth: str = "optimal", round_idx: int = 0) -> dict:
+    """The best common cut under SFL-V2's latency, with optimal (convex program per cut) or equal bandwidth.
+    Exact for the round's order. Returns {splits, bandwidth_hz, objective_s, tried_splits}."""
+    _, common = _allowed_common(problem)
+    n, B = problem.num_devices, problem.total_bandwidth
+    tried, best, exact = {}, None, True
+    for c in common:
+        s = np.full(n, int(c))
+        if bandwidth == "optimal":
+            T, b, tau = optimal_bandwidth(problem, s, seed, round_idx)
+            exact &= tau is not None
+        elif bandwidth == "equal":
+            b = np.full(n, B / n)
+            T = float(round_latency(problem, s, b, seed, round_idx))
+        else:
+            raise ConfigError(f"bandwidth must be 'optimal' or 'equal', got {bandwidth!r}")
+        tried[int(c)] = T
+        if best is None or T < best[0]:
+            best = (T, s, b)
+    return {"objective_s": best[0], "splits": best[1].tolist(), "bandwidth_hz": best[2].tolist(),
+            "tried_splits": tried, "bandwidth_exact": exact}
+
+
+def local_search_splits(problem: Problem, seed: int, bandwidth: str = "equal", round_idx: int = 0,
+                        start=None, max_sweeps: int = 50) -> dict:
+    """Individual cuts under SFL-V2's latency by coordinate descent: each device in turn takes the cut that
+    minimises the round latency with the others fixed (all its cuts evaluated at once), until a sweep changes
+    nothing; with ``bandwidth='optimal'`` the bandwidth is re-optimised (convex program) after each sweep.
+    Starts from the best common cut. A local optimum: not certified (``exhaustive`` is exact for small N)."""
+    mask = problem.allowed()
+    n = problem.num_devices
+    if start is None:
+        start = best_common_split(problem, seed, bandwidth, round_idx)
+    s = np.array(start["splits"], dtype=int)
+    b = np.array(start["bandwidth_hz"], dtype=float)
+    T = float(round_latency(problem, s, b, seed, round_idx))
+    exact = start.get("bandwidth_exact", True)
+    for _ in range(max_sweeps):
+        changed = False
+        for i in range(n):
+            cand = np.flatnonzero(mask[i]) + 1
+            S = np.repeat(s[None, :], len(cand), axis=0)
+            S[:, i] = cand
+            Ts = round_latency(problem, S, b, seed, round_idx)
+            k = int(np.argmin(Ts))
+            if Ts[k] < T * (1 - 1e-12):
+                s, T, changed = S[k], float(Ts[k]), True
+        if bandwidth == "optimal":
+            T2, b2, tau2 = optimal_bandwidth(problem, s, seed, round_idx)
+            if T2 < T * (1 - 1e-12):
+                T, b, changed = T2, b2, True
+                exact = tau2 is not None
+        if not changed:
+            break
+    return {"objective_s": T, "splits": s.tolist(), "bandwidth_hz": b.tolist(), "bandwidth_exact": exact}
+
+
+def exhaustive_splits(problem: Problem, seed: int, round_idx: int = 0, limit: int = 200_000) -> dict:
+    """Exact best individual cuts with equal bandwidth B/N (every combination, batched)."""
+    mask = problem.allowed()
+    n, B = problem.num_devices, problem.total_bandwidth
+    cands = [np.flatnonzero(r) + 1 for r in mask]
+    count = int(np.prod([len(c) for c in cands], dtype=float))
+    if count > limit:
+        raise ConfigError(f"exhaustive SFL-V2 search would try {count:,} combinations, above the limit {limit:,}")
+    b = np.full(n, B / n)
+    best = (np.inf, None)
+    combos = itertools.product(*cands)
+    while chunk := list(itertools.islice(combos, 8192)):
+        S = np.array(chunk)
+        Ts = round_latency(problem, S, b, seed, round_idx)
+        k = int(np.argmin(Ts))
+        if Ts[k] < best[0]:
+            best = (float(Ts[k]), S[k])
+    return {"objective_s": best[0], "splits": best[1].tolist(), "bandwidth_hz": b.tolist(), "combinations": count}
+
+
+# ---- a solution file for the training stage --------------------------------------------------------------
+V2_METHODS = ("sfl_v2", "sfl_v2_common")
+
+
+def solve_sfl_v2(problem: Problem, method: str = "sfl_v2", seed: int = 0, rounds: int = 1,
+                 round_idx: int = 0) -> dict:
+    """SFL-V2 under its own clock, as a solution (schemas/solution.schema.json) for training seed ``seed``.
+
+    ``sfl_v2_common``: the best common cut with optimal bandwidth (exact for round 0's order).
+    ``sfl_v2``: individual cuts by local search with optimal bandwidth, started from the better of that
+    common cut and the SFL-V1 AO solution (a local optimum, not certified).
+    Both optimise the order of round ``round_idx`` (default 0); ``round_latency_s`` lists rounds 0..rounds-1
+    (each with its own order), for the training engine's per-round latencies. ``objective_s`` is the latency of
+    round ``round_idx``.
+    """
+    import time
+
+    from hetsfl.optim.solvers import solve
+
+    if method not in V2_METHODS:
+        raise ConfigError(f"unknown SFL-V2 method {method!r}; choose one of {', '.join(V2_METHODS)}")
+    if problem.sharing == "optimized":
+        raise ConfigError("SFL-V2's server serves one device at a time with its whole compute; server sharing "
+                          "'optimized' does not apply to it (use equal or dedicated: both give the same V2 clock)")
+    t0 = time.perf_counter()
+    r = int(round_idx)
+    best = best_common_split(problem, seed, "optimal", r)
+    if method == "sfl_v2":
+        v1 = solve(problem, "ao")
+        T1 = float(round_latency(problem, v1["splits"], v1["bandwidth_hz"], seed, r))
+        start = best if best["objective_s"] <= T1 else {"splits": v1["splits"], "bandwidth_hz": v1["bandwidth_hz"]}
+        best = local_search_splits(problem, seed, "optimal", r, start=start)
+    sol = v2_solution(problem, method, best["splits"], best["bandwidth_hz"], seed, rounds,
+                      time.perf_counter() - t0, r)
+    sol["bandwidth_exact"] = bool(best.get("bandwidth_exact", True))
+    return sol
+
+
+def v2_solution(problem: Problem, method: str, splits, bandwidth, seed: int, rounds: int, solve_time: float,
+                round_idx: int = 0) -> dict:
+    """Package cuts and bandwidths with SFL-V2's clock: per device the finishing time, its compute, transfer
+    and waiting seconds (waiting = finish - the rest: time spent queueing for the server)."""
+    p = problem
+    s = np.asarray(splits, dtype=int)
+    b = np.asarray(bandwidth, dtype=float)
+    d = batch_durations(p, s, b)
+    det = round_latency(p, s, b, seed, round_idx, detail=True)
+    K = p.iters
+    out = np.concatenate([[0.0], p.out_bits])
+    params = np.concatenate([[0.0], np.cumsum(p.param_bits)])
+    bits = K * p.batch * out[s] + params[s]
+    compute = K * (d["fwd"] + d["bwd"] + d["server"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up = K * d["up"] + params[s] * LN2 / (b * np.log1p(p.xu / b))
+        down = K * d["down"] + params[s] * LN2 / (b * np.log1p(p.xd / b))
+    per_device = [
+        {"id": p.device_ids[i], "split": int(s[i]), "bandwidth_hz": float(b[i]),
+         "latency_s": float(det["finish_s"][i]), "compute_s": float(compute[i]), "uplink_s": float(up[i]),
+         "downlink_s": float(down[i]), "wait_s": float(max(det["finish_s"][i] - compute[i] - up[i] - down[i], 0.0)),
+         "bits_up": float(bits[i]), "bits_down": float(bits[i])}
+        for i in range(p.num_devices)
+    ]
+    return {
+        "method": method,
+        "latency_model": "sfl_v2",
+        "objective_s": float(det["latency_s"]),
+        "splits": s.tolist(),
+        "bandwidth_hz": b.tolist(),
+        "per_device": per_device,
+        "iterations": [],
+        "solve_time_s": float(solve_time),
+        "sequential": False,
+        "order_seed": int(seed),
+        "server_busy_s": float(det["server_busy_s"]),
+        "round_latency_s": round_latencies(p, s, b, seed, max(int(rounds), 1)),
+        "meta": dict(p.meta),
+    }
