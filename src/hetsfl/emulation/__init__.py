@@ -3,12 +3,35 @@
 * netns.EmulatedNetwork: server + one network namespace per device, bridged veth links, cleanup on exit;
 * shaping: tc rates per direction (payload bit/s) and drop/retransmission counters;
 * compute: cgroup v1 CPU quotas that slow a process's real compute to a target FLOP/s under time dilation;
-* probe: timed TCP transfers to check links.
+* probe: timed TCP transfers to check links; burst: busy work to check quotas.
 
-Nothing here imports torch at module level except compute's calibration (imported lazily).
+Importing this package does not import torch (only compute's calibration functions do, when called).
 """
 
+from hetsfl.emulation import compute, netns
 from hetsfl.emulation._sys import PREFIX, EmulationError
-from hetsfl.emulation.netns import EmulatedNetwork, Endpoint, available, clean_stale
+from hetsfl.emulation.compute import CpuGroup, CpuGroups, QuotaError, quota_fraction, smallest_alpha
+from hetsfl.emulation.netns import EmulatedNetwork, Endpoint, available
+from hetsfl.emulation.shaping import LinkStats, QdiscStats
 
-__all__ = ["PREFIX", "EmulatedNetwork", "EmulationError", "Endpoint", "available", "clean_stale"]
+
+def clean_stale(prefix: str = PREFIX) -> list[str]:
+    """Remove namespaces and cgroups of dead runs whose names start with prefix; return what was removed."""
+    return netns.clean_stale(prefix) + compute.clean_stale(prefix)
+
+
+__all__ = [
+    "PREFIX",
+    "CpuGroup",
+    "CpuGroups",
+    "EmulatedNetwork",
+    "EmulationError",
+    "Endpoint",
+    "LinkStats",
+    "QdiscStats",
+    "QuotaError",
+    "available",
+    "clean_stale",
+    "quota_fraction",
+    "smallest_alpha",
+]
