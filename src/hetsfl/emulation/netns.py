@@ -194,8 +194,10 @@ class EmulatedNetwork:
         """argv run in rank's namespace; with cgroup_procs (a cgroup.procs path) it enters that cgroup first."""
         if cgroup_procs is None:
             return [*self.prefix(rank), *argv]
+        # The shell enters the cgroup, then execs `ip netns exec` (same pid); not the other way round:
+        # `ip netns exec` remounts /sys, which hides the cgroup mounts under /sys/fs/cgroup.
         script = f'echo $$ > {shlex.quote(cgroup_procs)} && exec "$@"'
-        return [*self.prefix(rank), "sh", "-c", script, "sh", *argv]
+        return ["sh", "-c", script, "sh", *self.prefix(rank), *argv]
 
     def env(self, rank: int, master_port: int = 29500, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for a torch.distributed rank in this network (env:// rendezvous at the server)."""
