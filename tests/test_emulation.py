@@ -193,3 +193,104 @@ def test_quota_slows_a_busy_loop_by_the_asked_factor():
             assert slowdown == pytest.approx(1 / fraction, rel=0.15), (fraction, rows)
         assert group.stat()["nr_throttled"] > 0
     assert not (compute.CPU_ROOT / groups.name).exists()
+
+
+# ----- gloo through the emulated network (root; the runtime's transport) ----------------------------
+_GLOO = textwrap.dedent(
+    """
+    import sys, time
+    from datetime import timedelta
+    import torch, torch.distributed as dist
+    dist.init_process_group("gloo", init_method="env://", timeout=timedelta(seconds=60))
+    rank, n = dist.get_rank(), int(sys.argv[1]) // 4
+    total = torch.ones(1)
+    dist.all_reduce(total)  # needs the full mesh: devices reach each other through the bridge
+    x = torch.ones(n)
+    for src, dst in ((1, 0), (0, 2)):
+        dist.barrier()
+        if rank == src:
+            dist.send(x, dst)
+        elif rank == dst:
+            start = time.perf_counter()
+            dist.recv(x, src)
+            print(f"{src}->{dst} {time.perf_counter() - start} {total.item()}", flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+    """
+)
+
+
+@needs_net
+def test_gloo_runs_over_the_shaped_links():
+    pytest.importorskip("torch")
+    nbytes = 2 << 20
+    with netns.EmulatedNetwork(2) as net:
+        net.set_rates(1, 20e6, 20e6)
+        net.set_rates(2, 20e6, 20e6)
+        procs = [net.popen(rank, [sys.executable, "-c", _GLOO, str(nbytes)], env=net.env(rank, base=dict(
+            os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))), stdout=subprocess.PIPE, text=True)
+            for rank in range(3)]
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], outs
+    lines = dict(line.split(" ", 1) for out in outs for line in out.splitlines())
+    for key in ("1->0", "0->2"):
+        seconds, total = (float(v) for v in lines[key].split())
+        assert total == 3.0
+        assert seconds == pytest.approx(8 * nbytes / 20e6, rel=0.1), (key, seconds)
+
+
+_TORCH_WORK = textwrap.dedent(
+    """
+    import json, sys, time
+    import torch
+    from hetsfl.models import build_model
+    from hetsfl.profiling.measure import count_flops
+    torch.set_num_threads(1)
+    model = build_model("cnn", 10).train()
+    x = torch.randn(16, *model.input_shape, generator=torch.Generator().manual_seed(0))
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(x).sum().backward()
+    flops, _ = count_flops(step)
+    step()
+    steps, cpu0, wall0 = 0, time.thread_time(), time.perf_counter()
+    while time.perf_counter() - wall0 < float(sys.argv[1]):
+        step()
+        steps += 1
+    print(json.dumps({"flops": flops * steps, "wall_s": time.perf_counter() - wall0,
+                      "cpu_s": time.thread_time() - cpu0}))
+    """
+)
+
+
+@needs_cpu
+def test_quota_runs_torch_work_at_the_target_flops():
+    pytest.importorskip("torch")
+    from hetsfl.models import build_model
+
+    host = compute.calibrate_model(build_model("cnn", 10), batch_size=16, repeats=5)
+    alpha, target = 20.0, 0.2 * 20.0 * host  # a device of 4 x H FLOP/s at alpha 20 -> q = 0.2
+    fraction = quota_fraction(target, alpha, host, name="device 1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    with compute.CpuGroups() as groups:
+        group = groups.group("d1", fraction)
+        script = f'echo $$ > {group.procs_file} && exec "$@"'
+        out = subprocess.run(["sh", "-c", script, "sh", sys.executable, "-c", _TORCH_WORK, "1.5"],
+                             capture_output=True, text=True, env=env, check=True, timeout=120).stdout
+    row = json.loads(out.splitlines()[-1])
+    assert row["wall_s"] / row["cpu_s"] == pytest.approx(1 / fraction, rel=0.15), row  # the quota holds
+    assert row["flops"] / row["wall_s"] == pytest.approx(target / alpha, rel=0.25), (row, host)  # c / alpha
+
+
+@needs_net
+@needs_cpu
+def test_a_process_in_a_namespace_can_put_its_own_thread_in_a_cgroup():
+    # The server runs one thread per device, each at its own share c_S,n: it must see /sys/fs/cgroup.
+    code = ("import sys; from pathlib import Path; from hetsfl.emulation.compute import CpuGroup; "
+            "CpuGroup(Path(sys.argv[1])).add_thread(); print(open('/proc/thread-self/cgroup').read())")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    with netns.EmulatedNetwork(1) as net, compute.CpuGroups(run_id=net.run_id) as groups:
+        group = groups.group("server-d1", 0.5)
+        out = subprocess.run(net.command(0, [sys.executable, "-c", code, str(group.path)]), env=env,
+                             capture_output=True, text=True, check=True).stdout
+    assert f"cpu:/{groups.name}/server-d1" in out

@@ -7,7 +7,8 @@ process gets the CPU quota fraction q = c / (alpha * H) of one core: cpu.cfs_quo
 periods can finish early (unused quota of an idle period) or late (throttled to the period's end): use a
 period well below the shortest burst: bursts of >= 50 ms held 0.98-1.04 of their target time with a 5 ms
 period (benchmarks/bench_quota.py), a burst shorter than one quota ran at full speed. The kernel needs a quota of at
-least 1 ms, so q >= 1 ms / period.
+least 1 ms, so q >= 1 ms / period. The run's cgroup gets a high cpu.shares so that a quota is reached even when
+other processes load the host (a quota only caps from above).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ CPU_ROOT = Path("/sys/fs/cgroup/cpu")
 DEFAULT_PERIOD_US = 5_000
 MIN_QUOTA_US = 1_000
 MAX_PERIOD_US = 1_000_000
+RUN_SHARES = 65_536  # cpu.shares of the run's cgroup; a process in the root cgroup at nice 0 weighs 1024
+GROUP_SHARES = 10_240  # cpu.shares of a child group per core of quota
 _GROUP_RE = re.compile(rf"^{PREFIX}[0-9a-f]{{6}}$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -104,7 +107,8 @@ def period_for(fraction: float, period_us: int = DEFAULT_PERIOD_US) -> int:
 # ----- calibration -----------------------------------------------------------------------------
 def calibrate_flops(fn: Callable[[], object], flops: float | None = None, repeats: int = 5,
                     threads: int = 1) -> float:
-    """Host FLOP/s of fn at `threads` torch threads: FLOPs (counted by torch, or given) / median time."""
+    """Host FLOP/s of fn at `threads` torch threads: FLOPs (counted by torch, or given) / median CPU time
+    of this process per call (use threads=1: the emulated processes run torch at one thread)."""
     import torch
 
     from hetsfl.profiling.measure import count_flops
@@ -119,9 +123,11 @@ def calibrate_flops(fn: Callable[[], object], flops: float | None = None, repeat
         fn()  # warm-up
         times = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            # CPU time, not wall time: on a loaded host the wall time counts other processes' turns, and
+            # the quota meters CPU time, so H must be FLOPs per CPU-second.
+            start = time.process_time()
             fn()
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
     finally:
         torch.set_num_threads(previous)
     return total / statistics.median(times)
@@ -227,6 +233,9 @@ class CpuGroups:
         self._active = True
         try:
             self.root.mkdir(exist_ok=True)
+            # The quota caps each group from above; a high weight lets it reach its quota on a loaded
+            # host (other processes get the rest; the run can never take more than its quotas).
+            (self.root / "cpu.shares").write_text(str(RUN_SHARES))
         except BaseException:
             self.close()
             raise
@@ -244,8 +253,11 @@ class CpuGroups:
         if label not in self.groups:
             (self.root / label).mkdir(exist_ok=True)
             self.groups[label] = CpuGroup(self.root / label)
-        self.groups[label].set_fraction(fraction, period_us)
-        return self.groups[label]
+        group = self.groups[label]
+        group.set_fraction(fraction, period_us)
+        # Weight among the run's groups in proportion to the quota, so each can get its share at once.
+        (group.path / "cpu.shares").write_text(str(max(2, round(GROUP_SHARES * (fraction or 1.0)))))
+        return group
 
     def close(self) -> None:
         """Move remaining tasks to the root cgroup and remove the run's cgroups (idempotent)."""

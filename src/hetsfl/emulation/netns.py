@@ -30,6 +30,7 @@ SUBNET_BASE = "10.213"
 MAX_DEVICES = 250
 SERVER_IFNAME = "br0"
 DEVICE_IFNAME = "eth0"
+NETNS_DIR = "/run/netns"
 _NS_RE = re.compile(rf"^({PREFIX}[0-9a-f]{{6}})-(s|d\d+)$")
 
 
@@ -187,14 +188,22 @@ class EmulatedNetwork:
         return f"p{rank}"
 
     def prefix(self, rank: int) -> list[str]:
-        """Command prefix that runs a program in rank's namespace: `ip netns exec NS`."""
-        return ["ip", "netns", "exec", self.namespace(rank)]
+        """Command prefix that runs a program in rank's network namespace.
+
+        `nsenter --net=/run/netns/NS` where nsenter exists: it changes only the network namespace, so the
+        process still sees /sys/fs/cgroup (to move its own threads into CPU-quota cgroups). Otherwise
+        `ip netns exec NS`, which also remounts /sys (hiding the cgroup mounts).
+        """
+        namespace = self.namespace(rank)
+        if shutil.which("nsenter"):
+            return ["nsenter", f"--net={NETNS_DIR}/{namespace}", "--"]
+        return ["ip", "netns", "exec", namespace]
 
     def command(self, rank: int, argv: Sequence[str], cgroup_procs: str | None = None) -> list[str]:
         """argv run in rank's namespace; with cgroup_procs (a cgroup.procs path) it enters that cgroup first."""
         if cgroup_procs is None:
             return [*self.prefix(rank), *argv]
-        # The shell enters the cgroup, then execs `ip netns exec` (same pid); not the other way round:
+        # The shell enters the cgroup, then execs the namespace prefix (same pid); not the other way round:
         # `ip netns exec` remounts /sys, which hides the cgroup mounts under /sys/fs/cgroup.
         script = f'echo $$ > {shlex.quote(cgroup_procs)} && exec "$@"'
         return ["sh", "-c", script, "sh", *self.prefix(rank), *argv]
