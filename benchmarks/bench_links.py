@@ -42,8 +42,10 @@ def main() -> None:
         print(f"skipped: {reason}")
         return
     print(f"scheme {args.scheme}; ratio = measured / predicted time at the receiver (loaded 2-core host)")
-    print(f"{'rate':>8} {'size':>7} {'mode':>5} {'dir':>5} {'n':>3} {'pred_s':>8} {'median':>7} {'min-max':>12}"
-          f" {'drops':>5} {'retx':>5}")
+    print(
+        f"{'rate':>8} {'size':>7} {'mode':>5} {'dir':>5} {'n':>3} {'pred_s':>8} {'median':>7} {'min-max':>12}"
+        f" {'drops':>5} {'retx':>5}"
+    )
     with EmulatedNetwork(1, shaping=args.scheme) as net:
         for rate in RATES:
             net.set_rates(1, rate, rate)
@@ -52,8 +54,11 @@ def main() -> None:
                     continue
                 n = repeats_for(nbytes, rate)
                 sizes = (nbytes,) * n
-                for mode, flows in (("up", [Flow(1, 0, sizes)]), ("down", [Flow(0, 1, sizes)]),
-                                    ("both", [Flow(1, 0, sizes), Flow(0, 1, sizes)])):
+                for mode, flows in (
+                    ("up", [Flow(1, 0, sizes)]),
+                    ("down", [Flow(0, 1, sizes)]),
+                    ("both", [Flow(1, 0, sizes), Flow(0, 1, sizes)]),
+                ):
                     before = counters(net)
                     results = run_flows(net, flows, timeout=600)
                     after = counters(net)
@@ -62,9 +67,12 @@ def main() -> None:
                         ratios = [t.seconds / (8 * t.timed_bytes / rate) for t in transfers]
                         pred = 8 * statistics.median(t.timed_bytes for t in transfers) / rate
                         direction = "up" if flow.src == 1 else "down"
-                        print(f"{rate / 1e6:6.0f}Mb {nbytes >> 10:6d}K {mode:>5} {direction:>5} {n:3d} {pred:8.3f} "
-                              f"{statistics.median(ratios):7.3f} {min(ratios):5.3f}-{max(ratios):5.3f} "
-                              f"{drops:5d} {retx:5d}", flush=True)
+                        print(
+                            f"{rate / 1e6:6.0f}Mb {nbytes >> 10:6d}K {mode:>5} {direction:>5} {n:3d} {pred:8.3f} "
+                            f"{statistics.median(ratios):7.3f} {min(ratios):5.3f}-{max(ratios):5.3f} "
+                            f"{drops:5d} {retx:5d}",
+                            flush=True,
+                        )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,16 @@ Importing this package does not import torch (only compute's calibration functio
 
 from hetsfl.emulation import compute, netns
 from hetsfl.emulation._sys import PREFIX, EmulationError
-from hetsfl.emulation.compute import CpuGroup, CpuGroups, QuotaError, quota_fraction, smallest_alpha
+from hetsfl.emulation.compute import (
+    CpuGroup,
+    CpuGroups,
+    QuotaError,
+    calibrate_flops,
+    calibrate_model,
+    paced,
+    quota_fraction,
+    smallest_alpha,
+)
 from hetsfl.emulation.netns import EmulatedNetwork, Endpoint, available
 from hetsfl.emulation.shaping import LinkStats, QdiscStats
 
@@ -31,7 +40,10 @@ __all__ = [
     "QdiscStats",
     "QuotaError",
     "available",
+    "calibrate_flops",
+    "calibrate_model",
     "clean_stale",
+    "paced",
     "quota_fraction",
     "smallest_alpha",
 ]

@@ -91,6 +91,23 @@ def smallest_alpha(
     return max(max(rates) / host_flops, sum(rates) / (headroom * cores * host_flops))
 
 
+def corrected_fraction(fraction: float, target_s: float, measured_s: float, name: str = "device") -> float:
+    """Closed-loop correction of a quota: the fraction that would have made measured_s equal target_s.
+
+    Use after a first round when the realised compute time misses the target (on a loaded host, throttled
+    torch work did 0.72-1.07 of the calibrated FLOPs per CPU-second). Raises QuotaError naming `name` if the
+    corrected fraction exceeds one core.
+    """
+    if not (0 < fraction <= 1 and target_s > 0 and measured_s > 0):
+        raise QuotaError(
+            f"{name}: need 0 < fraction <= 1 and positive times, got {fraction}, {target_s}, {measured_s}"
+        )
+    corrected = fraction * measured_s / target_s
+    if corrected > 1:
+        raise QuotaError(f"{name}: reaching {target_s:.3g} s needs {corrected:.2f} of a core; raise alpha")
+    return corrected
+
+
 def period_for(fraction: float, period_us: int = DEFAULT_PERIOD_US) -> int:
     """period_us, lengthened if needed so that the quota fraction * period reaches the 1 ms minimum."""
     if not 0 < fraction <= 1:
@@ -104,11 +121,46 @@ def period_for(fraction: float, period_us: int = DEFAULT_PERIOD_US) -> int:
     return period
 
 
+class paced:  # noqa: N801 - used like a function: `with paced(q): work()`
+    """Context manager: after the block, sleep until wall time = (CPU time the block used) / fraction.
+
+    The alternative to a quota for short bursts (a quota is exact only over many CFS periods, and a period
+    must hold at least 1 ms of quota): the block's real compute is measured (thread CPU time by default,
+    so other threads such as gloo's are not counted) and stretched, not replaced by a formula's time. If the
+    block already took longer (a loaded host), nothing is added; `.cpu_s`, `.wall_s` and `.late_s` say so.
+    """
+
+    def __init__(self, fraction: float, clock: Callable[[], float] = time.thread_time):
+        if not 0 < fraction <= 1:
+            raise QuotaError(f"pace fraction must be in (0, 1], got {fraction!r}")
+        self.fraction, self.clock = fraction, clock
+        self.cpu_s = self.wall_s = self.late_s = 0.0
+
+    def __enter__(self) -> paced:
+        self._cpu0, self._wall0 = self.clock(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cpu_s = self.clock() - self._cpu0
+        target = self.cpu_s / self.fraction
+        elapsed = time.perf_counter() - self._wall0
+        if elapsed < target:
+            time.sleep(target - elapsed)
+        self.wall_s = time.perf_counter() - self._wall0
+        self.late_s = max(0.0, self.wall_s - target)
+
+
 # ----- calibration -----------------------------------------------------------------------------
-def calibrate_flops(fn: Callable[[], object], flops: float | None = None, repeats: int = 5,
-                    threads: int = 1) -> float:
+def calibrate_flops(
+    fn: Callable[[], object],
+    flops: float | None = None,
+    repeats: int = 5,
+    threads: int = 1,
+    min_cpu_s: float = 0.5,
+) -> float:
     """Host FLOP/s of fn at `threads` torch threads: FLOPs (counted by torch, or given) / median CPU time
-    of this process per call (use threads=1: the emulated processes run torch at one thread)."""
+    of this process per call, over at least `repeats` calls and `min_cpu_s` CPU seconds (use threads=1:
+    the emulated processes run torch at one thread)."""
     import torch
 
     from hetsfl.profiling.measure import count_flops
@@ -121,8 +173,8 @@ def calibrate_flops(fn: Callable[[], object], flops: float | None = None, repeat
         if total <= 0:
             raise QuotaError("the calibration workload has no counted FLOPs; pass flops= explicitly")
         fn()  # warm-up
-        times = []
-        for _ in range(repeats):
+        times: list[float] = []
+        while len(times) < repeats or sum(times) < min_cpu_s:
             # CPU time, not wall time: on a loaded host the wall time counts other processes' turns, and
             # the quota meters CPU time, so H must be FLOPs per CPU-second.
             start = time.process_time()
@@ -188,7 +240,9 @@ class CpuGroup:
 
     def stat(self) -> dict[str, int]:
         """cpu.stat: nr_periods, nr_throttled, throttled_time (ns), ..."""
-        return {k: int(v) for k, v in (ln.split() for ln in (self.path / "cpu.stat").read_text().splitlines())}
+        return {
+            k: int(v) for k, v in (ln.split() for ln in (self.path / "cpu.stat").read_text().splitlines())
+        }
 
 
 def _empty_and_remove(path: Path) -> None:
@@ -244,7 +298,9 @@ class CpuGroups:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def group(self, label: str, fraction: float | None = None, period_us: int = DEFAULT_PERIOD_US) -> CpuGroup:
+    def group(
+        self, label: str, fraction: float | None = None, period_us: int = DEFAULT_PERIOD_US
+    ) -> CpuGroup:
         """The child cgroup `label` (created on first use), with its quota set to fraction of a core."""
         if not self._active:
             raise EmulationError("use CpuGroups inside `with CpuGroups(...)`")
@@ -277,7 +333,12 @@ def clean_stale(prefix: str = PREFIX) -> list[str]:
     live = _sys.live_names("cpu")
     removed = []
     for path in CPU_ROOT.iterdir():
-        if path.is_dir() and _GROUP_RE.match(path.name) and path.name.startswith(prefix) and path.name not in live:
+        if (
+            path.is_dir()
+            and _GROUP_RE.match(path.name)
+            and path.name.startswith(prefix)
+            and path.name not in live
+        ):
             _empty_and_remove(path)
             removed.append(str(path))
     for name in set(_sys.read_records("cpu")) - live:

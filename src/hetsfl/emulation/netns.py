@@ -124,8 +124,27 @@ def _probe() -> tuple[bool, str]:
     try:
         _sys.run(["ip", "netns", "add", namespace])
         _sys.run(["ip", "-n", namespace, "link", "add", "name", "va", "type", "veth", "peer", "name", "vb"])
-        _sys.run(["ip", "netns", "exec", namespace, "tc", "qdisc", "add", "dev", "va", "root", "tbf",
-                  "rate", "1mbit", "burst", "1600", "limit", "10000"])
+        _sys.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                namespace,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                "va",
+                "root",
+                "tbf",
+                "rate",
+                "1mbit",
+                "burst",
+                "1600",
+                "limit",
+                "10000",
+            ]
+        )
     except EmulationError as exc:
         return False, f"network emulation unavailable: {exc}"
     finally:
@@ -208,7 +227,9 @@ class EmulatedNetwork:
         script = f'echo $$ > {shlex.quote(cgroup_procs)} && exec "$@"'
         return ["sh", "-c", script, "sh", *self.prefix(rank), *argv]
 
-    def env(self, rank: int, master_port: int = 29500, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    def env(
+        self, rank: int, master_port: int = 29500, base: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
         """Environment for a torch.distributed rank in this network (env:// rendezvous at the server)."""
         env = dict(os.environ if base is None else base)
         env.update(
@@ -263,8 +284,11 @@ class EmulatedNetwork:
             raise EmulationError(reason)
         clean_stale(self.name)
         with _sys.state_lock():
-            used = {rec.get("octet") for name, rec in _sys.read_records("net").items()
-                    if name != self.name and _sys.owner_alive(rec)}
+            used = {
+                rec.get("octet")
+                for name, rec in _sys.read_records("net").items()
+                if name != self.name and _sys.owner_alive(rec)
+            }
             free = [k for k in range(1, 255) if k not in used]
             if not free:
                 raise EmulationError("all 254 subnets 10.213.K.0/24 are used by live runs; end some first")
@@ -300,8 +324,24 @@ class EmulatedNetwork:
             device, port = self.namespace(rank), self.bridge_port(rank)
             self._ns_add(device)
             ip_d = ["ip", "-n", device]
-            _sys.run(["ip", "link", "add", "name", port, "netns", server, "type", "veth",
-                      "peer", "name", DEVICE_IFNAME, "netns", device])
+            _sys.run(
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    "name",
+                    port,
+                    "netns",
+                    server,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    DEVICE_IFNAME,
+                    "netns",
+                    device,
+                ]
+            )
             # One MTU-sized frame per packet, so that tc shapes (and counts) what the wire would carry.
             _sys.run([*ip_s, "link", "set", port, "gso_max_segs", "1", "master", SERVER_IFNAME, "up"])
             _sys.run([*ip_d, "link", "set", DEVICE_IFNAME, "gso_max_segs", "1"])
@@ -328,8 +368,7 @@ class EmulatedNetwork:
 
 def _set_reno(namespace: str) -> None:
     """Reno congestion control in namespace (bbr paces and probes, which fights the shaper)."""
-    _sys.run(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w",
-              "net.ipv4.tcp_congestion_control=reno"])
+    _sys.run(["ip", "netns", "exec", namespace, "sysctl", "-q", "-w", "net.ipv4.tcp_congestion_control=reno"])
 
 
 # ----- process-wide cleanup: atexit and signal handlers -------------------------------------

@@ -80,7 +80,9 @@ def sink(bind: str, port: int, count: int, timeout: float) -> None:
                     got += len(chunk)
                 seconds = time.perf_counter() - start
                 conn.sendall(b"k")
-                print(json.dumps({"nbytes": size, "timed_bytes": size - first, "seconds": seconds}), flush=True)
+                print(
+                    json.dumps({"nbytes": size, "timed_bytes": size - first, "seconds": seconds}), flush=True
+                )
 
 
 def source(host: str, port: int, sizes: Sequence[int], start_at: float, timeout: float) -> None:
@@ -102,8 +104,9 @@ def source(host: str, port: int, sizes: Sequence[int], start_at: float, timeout:
                 raise EmulationError("probe: bad acknowledgement")
 
 
-def run_flows(net, flows: Sequence[Flow], base_port: int = 47000, timeout: float = 120.0,
-              start_delay: float = 0.3) -> list[list[Transfer]]:
+def run_flows(
+    net, flows: Sequence[Flow], base_port: int = 47000, timeout: float = 120.0, start_delay: float = 0.3
+) -> list[list[Transfer]]:
     """Run the flows concurrently in net (an EmulatedNetwork); per flow, its transfers in order."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -116,7 +119,15 @@ def run_flows(net, flows: Sequence[Flow], base_port: int = 47000, timeout: float
         start_at = time.time() + start_delay
         for i, flow in enumerate(flows):
             sizes = ",".join(str(s) for s in flow.sizes)
-            argv = [*python, "source", net.ip(flow.dst), str(base_port + i), sizes, repr(start_at), str(timeout)]
+            argv = [
+                *python,
+                "source",
+                net.ip(flow.dst),
+                str(base_port + i),
+                sizes,
+                repr(start_at),
+                str(timeout),
+            ]
             sources.append(net.popen(flow.src, argv, env=env))
         results = []
         for flow, proc in zip(flows, sinks, strict=True):
@@ -124,8 +135,13 @@ def run_flows(net, flows: Sequence[Flow], base_port: int = 47000, timeout: float
             if proc.returncode != 0:
                 raise EmulationError(f"probe sink for flow {flow} failed (exit {proc.returncode})")
             rows = [json.loads(line) for line in out.splitlines() if line.strip()]
-            results.append([Transfer(flow.src, flow.dst, r["nbytes"], r["timed_bytes"], r["seconds"])
-                            for r in rows if "nbytes" in r])
+            results.append(
+                [
+                    Transfer(flow.src, flow.dst, r["nbytes"], r["timed_bytes"], r["seconds"])
+                    for r in rows
+                    if "nbytes" in r
+                ]
+            )
         for proc in sources:
             proc.wait(timeout=timeout)
         return results

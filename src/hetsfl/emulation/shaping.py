@@ -49,7 +49,9 @@ def check_scheme(scheme: str) -> None:
 def wire_rate(payload_bps: float) -> int:
     """tc rate (bit/s, on whole frames) that carries payload_bps of TCP payload."""
     if not math.isfinite(payload_bps) or payload_bps < MIN_RATE_BPS:
-        raise EmulationError(f"rate must be a finite payload rate >= {MIN_RATE_BPS:g} bit/s, got {payload_bps!r}")
+        raise EmulationError(
+            f"rate must be a finite payload rate >= {MIN_RATE_BPS:g} bit/s, got {payload_bps!r}"
+        )
     return round(payload_bps * FRAME_BYTES / PAYLOAD_BYTES)
 
 
@@ -68,8 +70,23 @@ def tc_commands(ifname: str, payload_bps: float | None, scheme: str = "htb") -> 
     rate = f"{wire_rate(payload_bps)}bit"
     burst = str(burst_bytes(payload_bps))
     if scheme == "tbf":
-        return [["tc", "qdisc", "replace", "dev", ifname, "root", "tbf", "rate", rate,
-                 "burst", burst, "limit", str(TBF_LIMIT_BYTES)]]
+        return [
+            [
+                "tc",
+                "qdisc",
+                "replace",
+                "dev",
+                ifname,
+                "root",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                burst,
+                "limit",
+                str(TBF_LIMIT_BYTES),
+            ]
+        ]
     dev = ["dev", ifname]
     small_filter = ["match", "u16", "0x0000", "0xff80", "at", "2"]
     if scheme == "htb":
@@ -78,17 +95,105 @@ def tc_commands(ifname: str, payload_bps: float | None, scheme: str = "htb") -> 
         return [
             clear,
             ["tc", "qdisc", "add", *dev, "root", "handle", "1:", "htb", "default", "20"],
-            ["tc", "class", "add", *dev, "parent", "1:", "classid", "1:10", "htb", "rate", fast, "ceil", fast,
-             "prio", "0"],
-            ["tc", "class", "add", *dev, "parent", "1:", "classid", "1:20", "htb", "rate", fast, "ceil", fast,
-             "prio", "1"],
-            ["tc", "qdisc", "add", *dev, "parent", "1:10", "handle", "10:", "pfifo", "limit", str(FIFO_LIMIT_PACKETS)],
-            ["tc", "qdisc", "add", *dev, "parent", "1:20", "handle", "20:", "tbf", "rate", rate,
-             "burst", burst, "limit", str(TBF_LIMIT_BYTES)],
-            ["tc", "filter", "add", *dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-             *small_filter, "flowid", "1:10"],
-            ["tc", "filter", "add", *dev, "parent", "1:", "protocol", "arp", "prio", "2", "u32",
-             "match", "u32", "0", "0", "flowid", "1:10"],
+            [
+                "tc",
+                "class",
+                "add",
+                *dev,
+                "parent",
+                "1:",
+                "classid",
+                "1:10",
+                "htb",
+                "rate",
+                fast,
+                "ceil",
+                fast,
+                "prio",
+                "0",
+            ],
+            [
+                "tc",
+                "class",
+                "add",
+                *dev,
+                "parent",
+                "1:",
+                "classid",
+                "1:20",
+                "htb",
+                "rate",
+                fast,
+                "ceil",
+                fast,
+                "prio",
+                "1",
+            ],
+            [
+                "tc",
+                "qdisc",
+                "add",
+                *dev,
+                "parent",
+                "1:10",
+                "handle",
+                "10:",
+                "pfifo",
+                "limit",
+                str(FIFO_LIMIT_PACKETS),
+            ],
+            [
+                "tc",
+                "qdisc",
+                "add",
+                *dev,
+                "parent",
+                "1:20",
+                "handle",
+                "20:",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                burst,
+                "limit",
+                str(TBF_LIMIT_BYTES),
+            ],
+            [
+                "tc",
+                "filter",
+                "add",
+                *dev,
+                "parent",
+                "1:",
+                "protocol",
+                "ip",
+                "prio",
+                "1",
+                "u32",
+                *small_filter,
+                "flowid",
+                "1:10",
+            ],
+            [
+                "tc",
+                "filter",
+                "add",
+                *dev,
+                "parent",
+                "1:",
+                "protocol",
+                "arp",
+                "prio",
+                "2",
+                "u32",
+                "match",
+                "u32",
+                "0",
+                "0",
+                "flowid",
+                "1:10",
+            ],
         ]
     raise AssertionError(scheme)
 
@@ -140,8 +245,11 @@ def qdisc_stats(prefix: Sequence[str], ifname: str) -> QdiscStats:
 
 def tcp_retrans_segs(prefix: Sequence[str]) -> int:
     """TCP RetransSegs of the namespace (from /proc/net/snmp read inside it)."""
-    lines = [ln.split() for ln in _sys.run([*prefix, "cat", "/proc/net/snmp"]).splitlines()
-             if ln.startswith("Tcp:")]
+    lines = [
+        ln.split()
+        for ln in _sys.run([*prefix, "cat", "/proc/net/snmp"]).splitlines()
+        if ln.startswith("Tcp:")
+    ]
     if len(lines) < 2:
         raise EmulationError("no Tcp counters in /proc/net/snmp")
     return int(dict(zip(lines[0][1:], lines[1][1:], strict=True))["RetransSegs"])
@@ -157,8 +265,9 @@ def socket_retrans_segs(prefix: Sequence[str], peer_ip: str) -> int:
     return total
 
 
-def link_stats(dev_prefix: Sequence[str], dev_if: str, srv_prefix: Sequence[str], port: str,
-               rank: int, dev_ip: str) -> LinkStats:
+def link_stats(
+    dev_prefix: Sequence[str], dev_if: str, srv_prefix: Sequence[str], port: str, rank: int, dev_ip: str
+) -> LinkStats:
     """LinkStats of one device (see EmulatedNetwork.link_stats)."""
     return LinkStats(
         rank=rank,
