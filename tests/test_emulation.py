@@ -165,26 +165,33 @@ def test_killed_run_leaves_nothing_behind(sig):
     run_id = netns.new_run_id()
     name = netns.run_name(run_id)
     proc = _start_child(run_id)
-    assert len([n for n in netns.list_namespaces() if n.startswith(name)]) == 3
-    assert (compute.CPU_ROOT / name / "d1").is_dir()
-    sleeper, deadline = [], time.monotonic() + 10
-    while not sleeper and time.monotonic() < deadline:  # the sleeper enters its namespace soon after start
-        time.sleep(0.05)
-        sleeper = [
-            int(p)
-            for p in subprocess.run(
-                ["ip", "netns", "pids", f"{name}-d1"], capture_output=True, text=True
-            ).stdout.split()
-        ]
-    assert sleeper
-    proc.send_signal(sig)
-    proc.wait(timeout=20)
-    if sig == signal.SIGKILL:
-        assert _leftovers(name)  # nothing could clean up
-        removed = clean_all(name)
-        assert len(removed) == 4, removed
-    assert _leftovers(name) == []
-    assert not any(_running(pid) for pid in sleeper)
+    try:
+        assert len([n for n in netns.list_namespaces() if n.startswith(name)]) == 3
+        assert (compute.CPU_ROOT / name / "d1").is_dir()
+        sleeper, deadline = [], time.monotonic() + 10
+        # the sleeper enters its namespace soon after start
+        while not sleeper and time.monotonic() < deadline:
+            time.sleep(0.05)
+            sleeper = [
+                int(p)
+                for p in subprocess.run(
+                    ["ip", "netns", "pids", f"{name}-d1"], capture_output=True, text=True
+                ).stdout.split()
+            ]
+        assert sleeper
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+        if sig == signal.SIGKILL:
+            assert _leftovers(name)  # nothing could clean up
+            removed = clean_all(name)
+            assert len(removed) == 4, removed
+        assert _leftovers(name) == []
+        assert not any(_running(pid) for pid in sleeper)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            clean_all(name)
 
 
 @needs_net

@@ -32,6 +32,7 @@ SERVER_IFNAME = "br0"
 DEVICE_IFNAME = "eth0"
 NETNS_DIR = "/run/netns"
 _NS_RE = re.compile(rf"^({PREFIX}[0-9a-f]{{6}})-(s|d\d+)$")
+_PROBE_RE = re.compile(rf"^{PREFIX}probe(\d+)$")  # available()'s test namespace, named after its pid
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,11 @@ def clean_stale(prefix: str = PREFIX) -> list[str]:
     live = _sys.live_names("net")
     removed = []
     for namespace in list_namespaces():
-        match = _NS_RE.match(namespace)
-        if match and namespace.startswith(prefix) and match.group(1) not in live:
+        match, probe = _NS_RE.match(namespace), _PROBE_RE.match(namespace)
+        stale = (match and match.group(1) not in live) or (
+            probe and _sys.process_start_time(int(probe.group(1))) is None
+        )
+        if stale and namespace.startswith(prefix):
             delete_namespace(namespace)
             removed.append(namespace)
     for name in set(_sys.read_records("net")) - live:
