@@ -4,8 +4,9 @@ For rates of 2, 10 and 50 Mbit/s (payload) on one device's link and messages of 
 times TCP transfers device -> server (up), server -> device (down) and both at once (same size and rate each
 way), at the receiver, and prints the median and the min-max of measured / predicted (predicted = 8 x bytes /
 rate over the bytes after the first received chunk), with the qdisc drops and TCP retransmissions of both
-namespaces during the run. `--quick` leaves out 8 MiB at 2 Mbit/s (34 s per message).
-Run: `python benchmarks/bench_links.py [--quick] [--scheme htb|tbf]`.
+namespaces during the run. `--quick` leaves out 8 MiB at 2 Mbit/s (34 s per message). A last table has three devices at 2, 10 and
+50 Mbit/s uploading at once, then downloading at once (each ~1 s per message).
+Run: `python benchmarks/bench_links.py [--quick] [--scheme htb|tbf] [--only-fanin]`.
 """
 
 from __future__ import annotations
@@ -32,14 +33,39 @@ def counters(net: EmulatedNetwork) -> tuple[int, int, int]:
     return stats.up.drops + stats.down.drops, tcp_retrans_segs(net.prefix(1)), tcp_retrans_segs(net.prefix(0))
 
 
+def fan_in(scheme: str) -> None:
+    """Three devices at 2, 10, 50 Mbit/s sending to (then receiving from) the server at once."""
+    rates = (2e6, 10e6, 50e6)
+    print("\nthree devices at once; ratio = measured / predicted")
+    with EmulatedNetwork(len(rates), shaping=scheme) as net:
+        for rank, rate in enumerate(rates, start=1):
+            net.set_rates(rank, rate, rate)
+        for mode in ("up", "down"):
+            flows = [
+                Flow(rank, 0, (int(rate / 8),) * 4) if mode == "up" else Flow(0, rank, (int(rate / 8),) * 4)
+                for rank, rate in enumerate(rates, start=1)
+            ]
+            for flow, transfers, rate in zip(flows, run_flows(net, flows, timeout=600), rates, strict=True):
+                ratios = [t.seconds / (8 * t.timed_bytes / rate) for t in transfers]
+                print(
+                    f"{mode:>5} device {max(flow.src, flow.dst)} {rate / 1e6:4.0f}Mb median {statistics.median(ratios):.3f}"
+                    f" min-max {min(ratios):.3f}-{max(ratios):.3f}",
+                    flush=True,
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--scheme", default="htb", choices=("htb", "tbf"))
+    parser.add_argument("--only-fanin", action="store_true")
     args = parser.parse_args()
     ok, reason = available()
     if not ok:
         print(f"skipped: {reason}")
+        return
+    if args.only_fanin:
+        fan_in(args.scheme)
         return
     print(f"scheme {args.scheme}; ratio = measured / predicted time at the receiver (loaded 2-core host)")
     print(
@@ -73,6 +99,8 @@ def main() -> None:
                             f"{drops:5d} {retx:5d}",
                             flush=True,
                         )
+
+    fan_in(args.scheme)
 
 
 if __name__ == "__main__":
