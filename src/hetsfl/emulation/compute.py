@@ -21,10 +21,14 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hetsfl.emulation import _sys
 from hetsfl.emulation._sys import PREFIX, EmulationError
 from hetsfl.emulation.netns import new_run_id, register_cleanup, run_name, unregister_cleanup
+
+if TYPE_CHECKING:
+    from hetsfl.models.base import SplittableModel
 
 CPU_ROOT = Path("/sys/fs/cgroup/cpu")
 DEFAULT_PERIOD_US = 5_000
@@ -185,7 +189,7 @@ def calibrate_flops(
     return total / statistics.median(times)
 
 
-def calibrate_model(model, batch_size: int = 32, repeats: int = 5, seed: int = 0) -> float:
+def calibrate_model(model: SplittableModel, batch_size: int = 32, repeats: int = 5, seed: int = 0) -> float:
     """Host FLOP/s at one thread of forward + backward of a SplittableModel on a random batch."""
     import torch
 

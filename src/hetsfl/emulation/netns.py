@@ -22,6 +22,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from hetsfl.emulation.shaping import LinkStats
 
 from hetsfl.emulation import _sys
 from hetsfl.emulation._sys import PREFIX, EmulationError
@@ -272,7 +276,7 @@ class EmulatedNetwork:
         """(up_bps, down_bps) last set for device rank (None = unshaped)."""
         return self._rates.get(rank, (None, None))
 
-    def link_stats(self, rank: int):
+    def link_stats(self, rank: int) -> LinkStats:
         """Drops, bytes and TCP retransmissions of device rank's link so far (a shaping.LinkStats)."""
         from hetsfl.emulation import shaping
 
@@ -376,24 +380,30 @@ def _set_reno(namespace: str) -> None:
 
 
 # ----- process-wide cleanup: atexit and signal handlers -------------------------------------
-_ACTIVE: dict[int, object] = {}
+class Closeable(Protocol):
+    """Anything with an idempotent close()."""
+
+    def close(self) -> None: ...
+
+
+_ACTIVE: dict[int, Closeable] = {}
 _LOCK = threading.Lock()
 _PREVIOUS: dict[int, object] = {}
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _INSTALLED = False
 
 
-def register_cleanup(obj) -> None:
+def register_cleanup(obj: Closeable) -> None:
     """Have obj.close() called at interpreter exit and on SIGTERM/SIGINT/SIGHUP (until unregistered)."""
     _register(obj)
 
 
-def unregister_cleanup(obj) -> None:
+def unregister_cleanup(obj: Closeable) -> None:
     """Undo register_cleanup."""
     _unregister(obj)
 
 
-def _register(obj) -> None:
+def _register(obj: Closeable) -> None:
     global _INSTALLED
     with _LOCK:
         _ACTIVE[id(obj)] = obj
@@ -407,7 +417,7 @@ def _register(obj) -> None:
             _INSTALLED = True
 
 
-def _unregister(obj) -> None:
+def _unregister(obj: Closeable) -> None:
     with _LOCK:
         _ACTIVE.pop(id(obj), None)
 

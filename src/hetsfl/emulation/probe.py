@@ -19,8 +19,12 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hetsfl.emulation._sys import EmulationError
+
+if TYPE_CHECKING:
+    from hetsfl.emulation.netns import EmulatedNetwork
 
 HEADER = struct.Struct("!Q")
 CHUNK = 1 << 16
@@ -105,7 +109,11 @@ def source(host: str, port: int, sizes: Sequence[int], start_at: float, timeout:
 
 
 def run_flows(
-    net, flows: Sequence[Flow], base_port: int = 47000, timeout: float = 120.0, start_delay: float = 0.3
+    net: EmulatedNetwork,
+    flows: Sequence[Flow],
+    base_port: int = 47000,
+    timeout: float = 120.0,
+    start_delay: float = 0.3,
 ) -> list[list[Transfer]]:
     """Run the flows concurrently in net (an EmulatedNetwork); per flow, its transfers in order."""
     env = dict(os.environ)
