@@ -215,25 +215,26 @@ def build_solution(problem: Problem, method: str, splits, bandwidth, iterations,
     a, u = A[rows, splits - 1], U[rows, splits - 1]
     terms = latency_terms(a, u, np.asarray(bandwidth, float), p.xu, p.xd)
     lat = terms["latency_s"]
-    per_device = [
-        {
-            "id": p.device_ids[i],
-            "split": int(splits[i]),
-            "bandwidth_hz": float(bandwidth[i]),
-            "latency_s": float(lat[i]),
-            "compute_s": float(terms["compute_s"][i]),
-            "uplink_s": float(terms["uplink_s"][i]),
-            "downlink_s": float(terms["downlink_s"][i]),
-            "bits_up": float(u[i]),
-            "bits_down": float(u[i]),
-        }
-        for i in rows
-    ]
+    bandwidth = np.asarray(bandwidth, dtype=float)
+    # Columns as Python lists (tolist converts once, in C), then one record per device.
+    columns = {
+        "id": list(p.device_ids),
+        "split": splits.tolist(),
+        "bandwidth_hz": bandwidth.tolist(),
+        "latency_s": np.asarray(lat, dtype=float).tolist(),
+        "compute_s": np.asarray(terms["compute_s"], dtype=float).tolist(),
+        "uplink_s": np.asarray(terms["uplink_s"], dtype=float).tolist(),
+        "downlink_s": np.asarray(terms["downlink_s"], dtype=float).tolist(),
+        "bits_up": np.asarray(u, dtype=float).tolist(),
+    }
+    columns["bits_down"] = columns["bits_up"]
+    keys = list(columns)
+    per_device = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     return {
         "method": method,
         "objective_s": float(lat.sum() if sequential else lat.max()),
-        "splits": [int(s) for s in splits],
-        "bandwidth_hz": [float(x) for x in bandwidth],
+        "splits": list(columns["split"]),
+        "bandwidth_hz": list(columns["bandwidth_hz"]),
         "per_device": per_device,
         "iterations": iterations,
         "solve_time_s": float(solve_time),
