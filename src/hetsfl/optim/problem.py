@@ -21,7 +21,7 @@ import numpy as np
 
 from hetsfl.errors import ConfigError, InfeasibleError
 from hetsfl.system.channel import snr_bandwidth
-from hetsfl.system.latency import compute_time, cumulative_profile, transfer_bits
+from hetsfl.system.latency import compute_time, cumulative_profile, seconds_per_bit, transfer_bits
 
 
 @functools.cache
@@ -165,6 +165,24 @@ def read_json(path: str | Path, what: str) -> dict:
         raise ConfigError(f"{what} file {path} is not valid JSON ({exc}); regenerate it or fix the syntax") from exc
 
 
+SAFE_RANGE = (1e-100, 1e100)  # derived quantities must lie here: far from float overflow and underflow
+
+
+def _floats(records: list[dict], key: str, kind: str, names: list, source: str, missing: float | None = None):
+    """The ``key`` of every record as a float array; ConfigError naming the record if a number does not fit a
+    float (an integer above 1.8e308)."""
+    try:
+        return np.array([r.get(key, missing) if missing is not None else r[key] for r in records], dtype=float)
+    except OverflowError:
+        for name, r in zip(names, records, strict=True):
+            try:
+                float(r.get(key, 0.0))
+            except OverflowError:
+                raise ConfigError(f"{source}: {kind} {name}: {key} is too large for a floating-point number; "
+                                  "give a value below 1e308") from None
+        raise
+
+
 @dataclass(frozen=True)
 class Problem:
     """Arrays of one problem instance. Build with ``Problem.from_dict`` (validates)."""
@@ -209,9 +227,9 @@ class Problem:
                     f"{source}: device {d['id']}: split_candidates {bad} are not cuts of a model with L={L} layers; "
                     f"allowed split points are 1..{L - 1} (L is plain FL)"
                 )
-        f = lambda key: np.array([d[key] for d in devices], dtype=float)  # noqa: E731
-        g = lambda key: np.array([u[key] for u in layers], dtype=float)  # noqa: E731
-        return cls(
+        f = lambda key: _floats(devices, key, "device", [d["id"] for d in devices], source)  # noqa: E731
+        g = lambda key: _floats(layers, key, "layer", [u["name"] for u in layers], source)  # noqa: E731
+        problem = cls(
             total_bandwidth=float(doc["total_bandwidth_hz"]),
             noise_psd=float(doc["noise_psd_w_per_hz"]),
             server_flops=float(doc["server"]["flops"]),
@@ -228,13 +246,70 @@ class Problem:
             gain=f("channel_gain"),
             batch=f("batch_size"),
             iters=f("local_iters"),
-            memory=np.array([d.get("memory_bytes", np.inf) for d in devices], dtype=float),
+            memory=_floats(devices, "memory_bytes", "device", ids, source, missing=np.inf),
             split_candidates=tuple(tuple(sorted(d["split_candidates"])) if "split_candidates" in d else None for d in devices),
             min_split=int(doc.get("min_split", 1)),
             deadline=doc.get("deadline_s"),
             optimizer_state_copies=int(doc.get("optimizer_state_copies", 1)),
             seed=int(doc.get("seed", 0)),
             meta=dict(doc.get("meta", {})),
+        )
+        problem.check_derived(source)
+        return problem
+
+    def check_derived(self, source: str = "problem") -> None:
+        """Raise ConfigError, naming the device and layer, if a derived quantity leaves the safe range.
+
+        Finite inputs can still give terms that overflow or underflow (a gain of 1e-300, FLOPs of 1e300): the
+        channel constants x_u, x_d, the bits U[n, s], the computing time A[n, s] and the latency at an equal
+        share of the band must lie within [1e-100, 1e100] (U may be 0), far from the float limits, so that the
+        solvers never meet an inf or a NaN.
+        """
+        lo, hi = SAFE_RANGE
+        n = self.num_devices
+        hint = "check the device's channel_gain and tx_power_w, and noise_psd_w_per_hz"
+        if not (lo <= self.total_bandwidth / n and self.total_bandwidth <= hi):
+            raise ConfigError(
+                f"{source}: total_bandwidth_hz {self.total_bandwidth:.4g} shared by {n} devices is outside the "
+                f"numerically safe range [{lo:g}, {hi:g}] Hz per device"
+            )
+        for name, x in (("uplink p_n h_n / N0", self.xu), ("downlink P_S h_n / N0", self.xd)):
+            self._in_range(x, f"{name} (Hz)", hint, source)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            if not all(np.isfinite(v).all() for v in self.profile.values()):
+                bad = next(k for k, v in self.profile.items() if not np.isfinite(v).all())
+                j = int(np.flatnonzero(~np.isfinite(self.profile[bad]))[0])
+                raise ConfigError(f"{source}: the cumulative {bad} of the model overflows at layer "
+                                  f"{self.layer_names[max(j - 1, 0)]!r}; check its fwd_flops, bwd_flops, "
+                                  "out_bits and param_bits")
+            for sequential in (False, True):
+                A, U = self.terms(sequential)
+                self._in_range(A, "computing time A (s)", "check its flops, batch_size and local_iters and the "
+                               "layers' fwd_flops and bwd_flops (and the server's flops)", source, zero_ok=True,
+                               low=False)
+                self._in_range(U, "bits sent each way U", "check its batch_size and local_iters and the layers' "
+                               "out_bits and param_bits", source, zero_ok=True)
+                T = A + U * seconds_per_bit(self.total_bandwidth / n, self.xu, self.xd)[:, None]
+                self._in_range(T, "latency at an equal share of the band (s)", "check its channel_gain, flops "
+                               "and batch_size, and the layers' sizes", source, low=False)
+
+    def _in_range(self, values: np.ndarray, what: str, hint: str, source: str, zero_ok: bool = False,
+                  low: bool = True) -> None:
+        lo, hi = SAFE_RANGE
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values > hi)
+            if low:
+                bad |= (values < lo) & ~(zero_ok & (values == 0))
+        if not bad.any():
+            return
+        where = np.argwhere(bad)
+        first = tuple(where[0])
+        device = self.device_ids[first[0]]
+        cut = f" with the cut after layer {self.layer_names[first[1]]!r}" if len(first) > 1 else ""
+        more = f" (and {len(np.unique(where[:, 0])) - 1} more device(s))" if len(np.unique(where[:, 0])) > 1 else ""
+        raise ConfigError(
+            f"{source}: device {device}{cut}: {what} is {values[first]:.4g}, outside the numerically safe range "
+            f"[{lo:g}, {hi:g}]{more}; {hint}"
         )
 
     @classmethod
@@ -306,7 +381,8 @@ class Problem:
         mask = floor_ok & (mem <= self.memory[:, None])
         empty = np.flatnonzero(~mask.any(axis=1))
         if empty.size:
-            raise InfeasibleError(self._explain_empty(empty, listed, floor_ok, mem))
+            raise InfeasibleError(self._explain_empty(empty, listed, floor_ok, mem),
+                                  [self.device_ids[i] for i in empty])
         return mask
 
     def check_full_model_fits(self) -> None:
@@ -315,7 +391,10 @@ class Problem:
         bad = np.flatnonzero(need > self.memory)
         if bad.size:
             names = ", ".join(f"{self.device_ids[i]} ({self.memory[i]:.4g} B < {need[i]:.4g} B)" for i in bad[:20])
-            raise InfeasibleError(f"infeasible: the whole model does not fit on device(s) {names}; FL cannot run there")
+            more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise InfeasibleError(
+                f"infeasible: the whole model does not fit on device(s) {names}{more}; FL cannot run there",
+                [self.device_ids[i] for i in bad])
 
     def _explain_empty(self, empty, listed, floor_ok, mem) -> str:
         lines = []
@@ -324,16 +403,16 @@ class Problem:
             cands = (np.flatnonzero(listed[i]) + 1).tolist()
             if not floor_ok[i].any():
                 lines.append(
-                    f"  device {dev}: no candidate split {cands} is >= min_split={self.min_split} "
+                    f"device {dev}: no candidate split {cands} is >= min_split={self.min_split} "
                     "(lower min_split or add larger candidates)"
                 )
             else:
                 ok = np.flatnonzero(floor_ok[i])
                 need = mem[i, ok].min()
                 lines.append(
-                    f"  device {dev}: memory {self.memory[i]:.4g} B is below the smallest client-side footprint "
+                    f"device {dev}: memory {self.memory[i]:.4g} B is below the smallest client-side footprint "
                     f"{need:.4g} B (split {int(ok[np.argmin(mem[i, ok])]) + 1}); give it more memory, a smaller batch "
                     "or a lower min_split"
                 )
-        more = f"\n  ... and {len(empty) - 20} more" if len(empty) > 20 else ""
-        return f"infeasible: {len(empty)} device(s) have no allowed split point:\n" + "\n".join(lines) + more
+        more = f"; ... and {len(empty) - 20} more" if len(empty) > 20 else ""
+        return f"infeasible: {len(empty)} device(s) have no allowed split point: " + "; ".join(lines) + more

@@ -8,6 +8,7 @@ allowed cuts, and the channel constants x_u, x_d of each device.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable
 
@@ -138,7 +139,8 @@ def _common_columns(mask: np.ndarray, problem: Problem) -> np.ndarray:
         raise InfeasibleError(
             "infeasible: no split point is allowed on every device, so a common split (fixed_split, sl) does not "
             "exist; allowed splits per device: "
-            + "; ".join(f"{d}: {(np.flatnonzero(r) + 1).tolist()}" for d, r in zip(problem.device_ids, mask, strict=True))
+            + "; ".join(f"{d}: {(np.flatnonzero(r) + 1).tolist()}" for d, r in zip(problem.device_ids[:20], mask, strict=False))
+            + (f"; ... and {len(mask) - 20} more devices" if len(mask) > 20 else "")
         )
     return common
 
@@ -201,8 +203,77 @@ def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit:
             raise AssertionError(method)
     solution = build_solution(p, method, cols + 1, b, iterations, time.perf_counter() - start, sequential)
     solution.update(extra)
+    check_finite(p, solution)
     check_deadline(p, solution)
     return solution
+
+
+def solve_or_infeasible(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit: int = 200_000,
+                        seed: int | None = None) -> dict:
+    """``solve``, except that an infeasible problem is a result, not an error.
+
+    Returns the solution of ``solve`` (``status: "feasible"``), or, when ``solve`` raises InfeasibleError, a
+    solution document with ``status: "infeasible"``, ``reason`` (the error's message, naming the devices),
+    ``infeasible_devices`` (their ids; empty when the devices only fail together, e.g. a deadline),
+    ``objective_s: null`` and empty per-device arrays. Other errors (bad arguments, an unknown method, a
+    numerical failure) still raise. A caller that needs a runnable assignment (the training stage) checks it
+    with ``require_feasible``.
+    """
+    start = time.perf_counter()
+    try:
+        return solve(problem, method, max_iters, exhaustive_limit, seed)
+    except InfeasibleError as exc:
+        return infeasible_solution(problem, method, str(exc), exc.devices, time.perf_counter() - start)
+
+
+def infeasible_solution(problem: Problem, method: str, reason: str, devices=(), solve_time: float = 0.0) -> dict:
+    """The solution document of a method that cannot run on ``problem`` (schemas/solution.schema.json)."""
+    return {
+        "method": method,
+        "status": "infeasible",
+        "reason": reason,
+        "infeasible_devices": list(devices),
+        "objective_s": None,
+        "splits": [],
+        "bandwidth_hz": [],
+        "per_device": [],
+        "iterations": [],
+        "solve_time_s": float(solve_time),
+        "sequential": method == "sl",
+        "meta": dict(problem.meta),
+    }
+
+
+def is_feasible(solution: dict) -> bool:
+    """True unless the solution says it is infeasible (files written before the status field are feasible)."""
+    return solution.get("status", "feasible") != "infeasible"
+
+
+def require_feasible(solution: dict, source: str = "solution") -> dict:
+    """Return ``solution`` if it is feasible; else raise InfeasibleError with its reason (for callers such as
+    the training stage, which cannot run a method that has no assignment)."""
+    if not is_feasible(solution):
+        raise InfeasibleError(
+            f"{source}: method {solution.get('method')!r} is infeasible in this problem, so it cannot run: "
+            f"{solution.get('reason', 'no reason recorded')}",
+            solution.get("infeasible_devices", ()),
+        )
+    return solution
+
+
+def check_finite(problem: Problem, solution: dict) -> None:
+    """Raise ConfigError naming the device if the solution holds a non-finite number (a numerical failure
+    that Problem.check_derived did not foresee), instead of failing later in the JSON writer."""
+    for i, record in enumerate(solution["per_device"]):
+        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise ConfigError(
+                f"numerical failure: {solution['method']} gave {', '.join(bad)} = "
+                f"{', '.join(str(record[k]) for k in bad)} for device {problem.device_ids[i]}; check that "
+                "device's numbers in the problem file (channel gain, FLOPs, sizes)"
+            )
+    if not math.isfinite(solution["objective_s"]):
+        raise ConfigError(f"numerical failure: {solution['method']} gave a non-finite objective; check the problem file")
 
 
 def build_solution(problem: Problem, method: str, splits, bandwidth, iterations, solve_time: float,
@@ -232,6 +303,7 @@ def build_solution(problem: Problem, method: str, splits, bandwidth, iterations,
     per_device = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     return {
         "method": method,
+        "status": "feasible",
         "objective_s": float(lat.sum() if sequential else lat.max()),
         "splits": list(columns["split"]),
         "bandwidth_hz": list(columns["bandwidth_hz"]),
@@ -266,4 +338,5 @@ def check_deadline(problem: Problem, solution: dict) -> None:
         why = (f"the devices cannot all finish within {p.deadline:g} s with a total band of {p.total_bandwidth:g} Hz; "
                f"the slowest under {solution['method']} are " + ", ".join(
                    f"{solution['per_device'][i]['id']} ({solution['per_device'][i]['latency_s']:.4g} s)" for i in slow))
-    raise InfeasibleError(f"infeasible: best round latency {solution['objective_s']:.6g} s > deadline_s; {why}")
+    raise InfeasibleError(f"infeasible: best round latency {solution['objective_s']:.6g} s > deadline_s; {why}",
+                          hopeless)
