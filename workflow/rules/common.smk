@@ -1,13 +1,12 @@
 from pathlib import Path
 
-from snakemake.utils import validate
-
-from hetsfl.config import all_scenarios, scenario_spec, validate_config
+from hetsfl.config import all_scenarios, exit_on_config_error, scenario_spec, snakemake_config
 from hetsfl.deps import module_sources
 from hetsfl.stages.common import TRAIN_METHODS
 
-validate(config, "../schemas/config.schema.yaml")
-config.update(validate_config(config))
+# The project's validator, not snakemake.utils.validate: config files re-read strictly (duplicate keys), every
+# number finite, one-line errors naming the key and the allowed values; prints it and exits 1.
+config.update(exit_on_config_error(snakemake_config, config, workflow.configfiles))
 
 REPO = Path(workflow.basedir)  # the folder of the Snakefile
 SRC = REPO / "src"
