@@ -1,6 +1,7 @@
 from pathlib import Path
 
-from hetsfl.config import all_scenarios, exit_on_config_error, scenario_spec, snakemake_config
+from hetsfl.config import all_scenarios, scenario_spec
+from hetsfl.config import exit_on_config_error, snakemake_config
 from hetsfl.deps import module_sources
 from hetsfl.stages.common import TRAIN_METHODS
 
