@@ -97,6 +97,14 @@ def _non_finite(obj, path: tuple = ()):
             yield from _non_finite(value, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",))
 
 
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _short(message: str, limit: int = 160) -> str:
     message = " ".join(str(message).split())
     return message if len(message) <= limit else message[: limit - 5] + " ...'"
@@ -133,6 +141,8 @@ def validate_config(config: dict) -> dict:
                     keys = ", ".join(f"{where}.{k}" if where != "<top level>" else k for k in extra)
                     lines.append(f"{keys}: unknown key (known keys: {', '.join(known)})")
                     continue
+            if err.validator == "type" and isinstance(err.instance, str) and _looks_numeric(err.instance):
+                allowed = f" (YAML reads {err.instance} as text: write a dot and a signed exponent, e.g. 1.0e+7)"
             lines.append(f"{_where(err)}: {_short(err.message)}{allowed}")
         more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
         raise ConfigError("invalid configuration: " + "; ".join(lines) + more + "; see config/README.md for every key")
