@@ -55,7 +55,8 @@ def test_optimisation_half_runs(config, tmp_path):
         feasible = rows[rows["status"] == "feasible"]
         assert (feasible["objective_s"] > 0).all() and feasible["objective_s"].map(math.isfinite).all()
         infeasible = rows[rows["status"] == "infeasible"]
-        assert infeasible["objective_s"].isna().all() and infeasible["reason"].str.contains("device").all()
+        assert infeasible["objective_s"].isna().all()
+        assert infeasible["reason"].astype(str).str.contains("device").all()
     for sweep, spec in full["sweeps"].items():
         sweep_table = pd.read_csv(results / f"tables/sweep_{sweep}.csv")
         assert len(sweep_table) >= len(spec["values"]) * len(methods)
