@@ -249,7 +249,7 @@ def test_non_finite_numbers_are_rejected(tmp_path, doc, field, text):
 
 
 # ---------------------------------------------------------------------- fast validation == jsonschema verdict
-_BAD_VALUES = [None, True, False, -1, 0, 0.0, 1, 2.5, 1e-300, 1e300, 10**30, "x", "", [], [1], [0, 1], [1, 1],
+_BAD_VALUES = [None, True, False, -1, 0, 0.0, 1, 2.5, 1e-300, 1e300, 10**30, 10**400, -(10**400), "x", "", [], [1], [0, 1], [1, 1],
                {}, {"a": 1}, float("nan"), float("inf"), 3.0]
 
 

@@ -85,6 +85,7 @@ CASES = {
     "many_devices_bool_iters": (many(**{"devices.64.local_iters": False}), "devices.64.local_iters"),
     "many_devices_missing_key": (many(**{"devices.99": {"id": "d99", "flops": 1e9}}), "devices.99"),
     "many_devices_string_id_list": (many(**{"devices.70.id": ["x"]}), "devices.70.id"),
+    "many_devices_int_too_large_gain": (many(**{"devices.66.channel_gain": 10**400}), "device d66: channel_gain"),
     "many_devices_tiny_gain": (many(**{"devices.90.channel_gain": 1e-290}), "device d90"),
     "not_json": ("{\"total_bandwidth_hz\": 1e7,", "not valid JSON"),
     "empty_file": ("", "not valid JSON"),

@@ -70,7 +70,10 @@ def _column_ok(values: list, sub: dict) -> bool:
             return False
         if kind == "integer" and any(abs(v) > 2**53 for v in values):
             return False
-        arr = np.asarray(values, dtype=float)
+        try:
+            arr = np.asarray(values, dtype=float)
+        except OverflowError:  # an integer beyond any float: jsonschema, then _floats, say which
+            return False
         if not np.isfinite(arr).all():
             return False
         checks = {"minimum": np.greater_equal, "exclusiveMinimum": np.greater, "maximum": np.less_equal,
