@@ -476,3 +476,13 @@ def test_old_solution_files_without_status_are_feasible():
     from hetsfl.optim.solvers import is_feasible
 
     assert is_feasible({"method": "ao", "objective_s": 1.0})
+
+
+def test_non_finite_result_is_a_clear_error_naming_the_device(random_problem_document):
+    from hetsfl.optim.solvers import build_solution
+
+    problem = Problem.from_dict(_named_doc(random_problem_document))
+    b = np.full(problem.num_devices, problem.total_bandwidth / problem.num_devices)
+    b[1] = np.nan
+    with pytest.raises(ConfigError, match="dev-b"):
+        build_solution(problem, "ao", np.ones(problem.num_devices, dtype=int), b, [], 0.0)

@@ -70,6 +70,17 @@ def _compact(obj) -> str:
     return _ENCODER.encode(obj)
 
 
+def _records(records: list[dict]) -> list[str]:
+    """Each record's compact JSON. One C-encoder call for the whole list, split at the n - 1 record
+    boundaries "}, {"; if the text holds more of them (inside a string or a nested object), one call per
+    record instead."""
+    text = _compact(records)
+    if text.count("}, {") == len(records) - 1:
+        parts = text[2:-2].split("}, {")
+        return ["{" + part + "}" for part in parts]
+    return [_compact(r) for r in records]
+
+
 def _key(key) -> str:
     """A mapping key as json.dumps writes it (keys become strings; True, None as true, null)."""
     return json.dumps(key if isinstance(key, str) else json.dumps(key) if key is None or isinstance(key, bool) else str(key))
@@ -90,7 +101,7 @@ def json_text(doc, indent: int = 1) -> str:
         if isinstance(obj, (list, tuple)) and obj and any(isinstance(v, (dict, list, tuple)) for v in obj):
             inner = pad * (depth + 1)
             if all(isinstance(v, dict) for v in obj):
-                items = [inner + _compact(v) for v in obj]
+                items = [inner + record for record in _records(obj)]
             else:
                 items = [inner + encode(v, depth + 1) for v in obj]
             return "[\n" + ",\n".join(items) + "\n" + pad * depth + "]"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -101,16 +102,20 @@ def _records_ok(items: list, sub: dict) -> bool:
     """True if every item of a long array certainly satisfies the object schema ``sub``."""
     if not set(sub) - {"description"} <= {"type", "required", "properties", "additionalProperties"}:
         return False
-    if sub.get("type") != "object" or not all(type(d) is dict for d in items):
+    if sub.get("type") != "object" or set(map(type, items)) != {dict}:
         return False
     props = sub.get("properties", {})
-    if not all(d.keys() <= props.keys() for d in items):  # unknown keys: jsonschema (and the finiteness scan)
-        return False
     required = set(sub.get("required", ()))
-    if not all(d.keys() >= required for d in items):
+    keysets = set(map(frozenset, items))  # usually one or two distinct sets of keys (map: no Python loop)
+    # unknown keys: jsonschema (and the finiteness scan) decide
+    if not all(keys <= props.keys() and keys >= required for keys in keysets):
         return False
+    everywhere = frozenset.intersection(*keysets)
     for key, prop in props.items():
-        values = [d[key] for d in items if key in d]
+        if key in everywhere:
+            values = list(map(operator.itemgetter(key), items))
+        else:
+            values = [d[key] for d in items if key in d]
         if values and not _column_ok(values, prop):
             return False
     return True

@@ -8,7 +8,6 @@ allowed cuts, and the channel constants x_u, x_d of each device.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Callable
 
@@ -203,7 +202,6 @@ def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit:
             raise AssertionError(method)
     solution = build_solution(p, method, cols + 1, b, iterations, time.perf_counter() - start, sequential)
     solution.update(extra)
-    check_finite(p, solution)
     check_deadline(p, solution)
     return solution
 
@@ -261,19 +259,18 @@ def require_feasible(solution: dict, source: str = "solution") -> dict:
     return solution
 
 
-def check_finite(problem: Problem, solution: dict) -> None:
-    """Raise ConfigError naming the device if the solution holds a non-finite number (a numerical failure
+def check_finite(problem: Problem, method: str, columns: dict[str, np.ndarray]) -> None:
+    """Raise ConfigError naming the device if a per-device result is not a finite number (a numerical failure
     that Problem.check_derived did not foresee), instead of failing later in the JSON writer."""
-    for i, record in enumerate(solution["per_device"]):
-        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-        if bad:
+    for name, values in columns.items():
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            i = int(bad[0])
+            more = f" (and {bad.size - 1} more device(s))" if bad.size > 1 else ""
             raise ConfigError(
-                f"numerical failure: {solution['method']} gave {', '.join(bad)} = "
-                f"{', '.join(str(record[k]) for k in bad)} for device {problem.device_ids[i]}; check that "
-                "device's numbers in the problem file (channel gain, FLOPs, sizes)"
+                f"numerical failure: {method} gave {name} = {values[i]} for device {problem.device_ids[i]}{more}; "
+                "check that device's numbers in the problem file (channel gain, FLOPs, sizes)"
             )
-    if not math.isfinite(solution["objective_s"]):
-        raise ConfigError(f"numerical failure: {solution['method']} gave a non-finite objective; check the problem file")
 
 
 def build_solution(problem: Problem, method: str, splits, bandwidth, iterations, solve_time: float,
@@ -287,6 +284,7 @@ def build_solution(problem: Problem, method: str, splits, bandwidth, iterations,
     terms = latency_terms(a, u, np.asarray(bandwidth, float), p.xu, p.xd)
     lat = terms["latency_s"]
     bandwidth = np.asarray(bandwidth, dtype=float)
+    check_finite(p, method, {"bandwidth_hz": bandwidth, "bits_up": u, **terms})
     # Columns as Python lists (tolist converts once, in C), then one record per device.
     columns = {
         "id": list(p.device_ids),
