@@ -98,9 +98,10 @@ def json_text(doc, indent: int = 1) -> str:
             inner = pad * (depth + 1)
             items = [f"{inner}{_key(k)}: {encode(v, depth + 1)}" for k, v in obj.items()]
             return "{\n" + ",\n".join(items) + "\n" + pad * depth + "}"
-        if isinstance(obj, (list, tuple)) and obj and any(isinstance(v, (dict, list, tuple)) for v in obj):
+        types = set(map(type, obj)) if isinstance(obj, (list, tuple)) else set()
+        if obj and any(issubclass(t, (dict, list, tuple)) for t in types):
             inner = pad * (depth + 1)
-            if all(isinstance(v, dict) for v in obj):
+            if all(issubclass(t, dict) for t in types):
                 items = [inner + record for record in _records(obj)]
             else:
                 items = [inner + encode(v, depth + 1) for v in obj]

@@ -69,7 +69,7 @@ def _column_ok(values: list, sub: dict) -> bool:
         allowed = {int} if kind == "integer" else {int, float}
         if not set(map(type, values)) <= allowed:  # bools, strings, 3.0 as an integer: let jsonschema decide
             return False
-        if kind == "integer" and any(abs(v) > 2**53 for v in values):
+        if kind == "integer" and (max(values) > 2**53 or min(values) < -(2**53)):
             return False
         try:
             arr = np.asarray(values, dtype=float)
