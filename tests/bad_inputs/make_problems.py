@@ -104,7 +104,10 @@ def main() -> None:
         elif isinstance(doc, str):
             path.write_text(doc)
         else:
-            path.write_text(json.dumps(doc, indent=1) + "\n")  # NaN and Infinity as Python's json writes them
+            long = isinstance(doc, dict) and len(doc.get("devices", ())) > 10
+            # NaN and Infinity as Python's json writes them; long device lists one device per line
+            text = json.dumps(doc, indent=None if long else 1)
+            path.write_text((text.replace("}, {", "},\n {") if long else text) + "\n")
         (HERE / f"{name}.expect").write_text(expect + "\n")
 
 
