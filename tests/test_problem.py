@@ -246,3 +246,83 @@ def test_non_finite_numbers_are_rejected(tmp_path, doc, field, text):
     path.write_text(json.dumps(doc).replace("12345.0", text))
     with pytest.raises(ConfigError, match=field):
         Problem.read(path)
+
+
+# ---------------------------------------------------------------------- fast validation == jsonschema verdict
+_BAD_VALUES = [None, True, False, -1, 0, 0.0, 1, 2.5, 1e-300, 1e300, 10**30, 10**400, -(10**400), "x", "", [], [1], [0, 1], [1, 1],
+               {}, {"a": 1}, float("nan"), float("inf"), 3.0]
+
+
+def _verdict(doc, name):
+    """(valid?, error text) by validate_document, and the reference verdict: jsonschema's plus finiteness."""
+    import jsonschema
+
+    from hetsfl.optim.problem import _non_finite
+
+    reference = not list(jsonschema.Draft7Validator(load_json_schema(name)).iter_errors(doc)) and not list(
+        _non_finite(doc))
+    try:
+        validate_document(doc, name, "doc")
+        return True, "", reference
+    except ConfigError as exc:
+        return False, str(exc), reference
+
+
+def _long_doc(random_problem_document, seed, n=80):
+    doc = random_problem_document(np.random.default_rng(seed), n, 4, memory=seed % 2 == 0,
+                                  candidates="random" if seed % 3 == 0 else None)
+    for i, d in enumerate(doc["devices"]):
+        d["id"] = f"dev{i}" if seed % 2 else i
+    return doc
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fast_validation_agrees_with_jsonschema_on_long_arrays(seed, random_problem_document):
+    """Documents with 80 devices (above the fast-path threshold) with one field of one device (or of the
+    solution's per-device records) set to an odd value: the verdict is jsonschema's, and an error names the
+    device's field."""
+    from hetsfl.optim.solvers import solve
+
+    rng = np.random.default_rng(seed)
+    doc = _long_doc(random_problem_document, seed)
+    valid, _, ref = _verdict(doc, "problem")
+    assert valid and ref
+    keys = ["id", "flops", "tx_power_w", "channel_gain", "batch_size", "local_iters", "split_candidates",
+            "memory_bytes", "distance_m", "unknown_key"]
+    for _ in range(15):
+        bad = copy.deepcopy(doc)
+        i, key = int(rng.integers(len(bad["devices"]))), keys[int(rng.integers(len(keys)))]
+        bad["devices"][i][key] = _BAD_VALUES[int(rng.integers(len(_BAD_VALUES)))]
+        valid, message, ref = _verdict(bad, "problem")
+        assert valid == ref, (key, bad["devices"][i][key], message)
+        if not valid:
+            assert f"devices.{i}" in message, message
+        if rng.random() < 0.3:  # a missing key
+            bad = copy.deepcopy(doc)
+            bad["devices"][i].pop(key, None)
+            valid, message, ref = _verdict(bad, "problem")
+            assert valid == ref
+    sol = solve(Problem.from_dict(doc), "ao")
+    sol = json.loads(json.dumps(sol))
+    assert _verdict(sol, "solution")[0]
+    for _ in range(10):
+        bad = copy.deepcopy(sol)
+        i = int(rng.integers(len(bad["per_device"])))
+        key = ["id", "split", "bandwidth_hz", "latency_s", "bits_up"][int(rng.integers(5))]
+        bad["per_device"][i][key] = _BAD_VALUES[int(rng.integers(len(_BAD_VALUES)))]
+        valid, message, ref = _verdict(bad, "solution")
+        assert valid == ref, (key, bad["per_device"][i][key], message)
+        if not valid:
+            assert f"per_device.{i}" in message
+        bad = copy.deepcopy(sol)
+        bad["splits"][i] = _BAD_VALUES[int(rng.integers(len(_BAD_VALUES)))]
+        valid, message, ref = _verdict(bad, "solution")
+        assert valid == ref and (valid or f"splits.{i}" in message)
+
+
+def test_validation_errors_are_one_line(doc):
+    doc["devices"][0]["flops"] = "fast"
+    doc["layers"][1]["name"] = {"a": list(range(1000))}
+    with pytest.raises(ConfigError) as exc:
+        validate_document(doc, "problem", "x.json")
+    assert "\n" not in str(exc.value) and len(str(exc.value)) < 600

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from hetsfl.errors import DataError
 from hetsfl.models import build_model
@@ -158,3 +159,53 @@ def test_corrupt_profile(tmp_path, content):
 def test_missing_profile(tmp_path):
     with pytest.raises(DataError, match="missing.json.*not found.*rerun the profile stage"):
         read_profile(tmp_path / "missing.json")
+
+
+def test_times_have_a_spread(cnn_rows):
+    for r in cnn_rows:
+        assert 0 < r["time_min_s"] <= r["time_q25_s"] <= r["time_q75_s"] <= r["time_max_s"]
+
+
+class _FakeClock:
+    """A clock that only the fake units advance: a unit costs 1 s, 10 s while the machine is 'busy'."""
+
+    def __init__(self, busy_calls: int):
+        self.now, self.calls, self.busy_calls = 0.0, 0, busy_calls
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _FakeUnit(nn.Module):
+    def __init__(self, clock: _FakeClock):
+        super().__init__()
+        self.clock = clock
+
+    def forward(self, x):
+        self.clock.now += 10.0 if self.clock.calls < self.clock.busy_calls else 1.0
+        self.clock.calls += 1
+        return x
+
+
+def test_interleaved_repeats_spread_a_load_burst_over_all_units(monkeypatch):
+    """A burst of load during the warm-up and the first 3 of 10 rounds: timed one unit after the other, the
+    first unit would take 10 s and the second 1 s; interleaved, both see the burst alike and their medians
+    agree."""
+    from hetsfl.profiling import measure
+
+    repeats, warmup = 10, 2
+    clock = _FakeClock(busy_calls=2 * warmup + 2 * 3)
+    monkeypatch.setattr(measure.time, "perf_counter", clock)
+    units = [_FakeUnit(clock), _FakeUnit(clock)]
+    stats = measure.time_units([(u, torch.zeros(1), None) for u in units], repeats=repeats, warmup=warmup)
+    assert stats[0]["fwd"] == stats[1]["fwd"] == 1.0  # the burst is in the minority of each unit's repeats
+    assert all(s["max"] == 10.0 and s["min"] == 1.0 for s in stats)  # and it shows in the spread
+    assert clock.calls == 2 * (repeats + warmup)
+
+
+def test_old_profile_files_without_spread_stay_readable(tmp_path, cnn_rows):
+    old = [{k: v for k, v in r.items() if k not in ("time_min_s", "time_q25_s", "time_q75_s", "time_max_s")}
+           for r in cnn_rows]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"meta": {"model": "cnn"}, "units": old}))
+    assert read_profile(path)["units"] == old

@@ -411,3 +411,78 @@ def test_suite_covers_the_constraints(random_problem_document, ref):
         listed += any("split_candidates" in d and len(d["split_candidates"]) < L - 1 for d in doc["devices"])
         dedicated += doc["server"]["sharing"] == "dedicated"
     assert removed_by_memory >= 10 and floors >= 10 and listed >= 10 and dedicated >= 10
+
+
+# ---- infeasible methods are results (solve_or_infeasible) --------------------------------------------
+def test_solve_or_infeasible_returns_an_infeasible_solution(random_problem_document):
+    from hetsfl.optim.solvers import is_feasible, require_feasible, solve_or_infeasible
+    from hetsfl.optim.tables import solution_row, solutions_table
+
+    doc = _named_doc(random_problem_document)
+    doc["devices"][2]["memory_bytes"] = 10.0
+    problem = Problem.from_dict(doc)
+    for method in ("fl", "ao", "sl"):
+        sol = solve_or_infeasible(problem, method)
+        validate_document(json.loads(json.dumps(sol)), "solution", method)
+        assert sol["status"] == "infeasible" and not is_feasible(sol)
+        assert sol["objective_s"] is None and sol["per_device"] == [] and sol["splits"] == []
+        assert sol["infeasible_devices"] == ["dev-c"] and "dev-c" in sol["reason"]
+        with pytest.raises(InfeasibleError, match="dev-c") as exc:
+            require_feasible(sol, "x.json")
+        assert exc.value.devices == ["dev-c"] and "x.json" in str(exc.value)
+    rows = [solution_row(solve_or_infeasible(problem, m), "s") for m in ("fl", "global")]
+    doc["devices"][2].pop("memory_bytes")
+    rows.append(solution_row(solve_or_infeasible(Problem.from_dict(doc), "global"), "t"))
+    table = solutions_table(rows)
+    assert table["status"].tolist() == ["infeasible", "infeasible", "feasible"]
+    assert table["objective_s"].isna().tolist() == [True, True, False]
+    assert "dev-c" in table["reason"].iloc[0] and table["reason"].iloc[2] == ""
+
+
+def test_solve_or_infeasible_is_solve_when_feasible(random_problem_document):
+    from hetsfl.optim.solvers import require_feasible, solve_or_infeasible
+
+    problem = Problem.from_dict(_named_doc(random_problem_document))
+    for method in ("ao", "fl", "sl", "fixed_split"):
+        a, b = solve(problem, method), solve_or_infeasible(problem, method)
+        a.pop("solve_time_s"), b.pop("solve_time_s")
+        assert a == b and b["status"] == "feasible"
+        assert require_feasible(b) is b
+
+
+def test_solve_or_infeasible_deadline_and_common_split(random_problem_document):
+    from hetsfl.optim.solvers import solve_or_infeasible
+
+    doc = _named_doc(random_problem_document, n=3, L=5)
+    doc["devices"][0]["split_candidates"] = [1, 2]
+    doc["devices"][1]["split_candidates"] = [3, 4]
+    sol = solve_or_infeasible(Problem.from_dict(doc), "fixed_split")
+    assert sol["status"] == "infeasible" and "common split" in sol["reason"]
+    doc = _named_doc(random_problem_document, n=3, L=4)
+    doc["deadline_s"] = 1e-6
+    sol = solve_or_infeasible(Problem.from_dict(doc), "ao")
+    assert sol["status"] == "infeasible" and "deadline" in sol["reason"]
+    assert set(sol["infeasible_devices"]) == {"dev-a", "dev-b", "dev-c"}
+
+
+def test_other_errors_still_raise(random_problem):
+    from hetsfl.optim.solvers import solve_or_infeasible
+
+    with pytest.raises(ConfigError, match="unknown method"):
+        solve_or_infeasible(random_problem(np.random.default_rng(0), 2, 3), "simplex")
+
+
+def test_old_solution_files_without_status_are_feasible():
+    from hetsfl.optim.solvers import is_feasible
+
+    assert is_feasible({"method": "ao", "objective_s": 1.0})
+
+
+def test_non_finite_result_is_a_clear_error_naming_the_device(random_problem_document):
+    from hetsfl.optim.solvers import build_solution
+
+    problem = Problem.from_dict(_named_doc(random_problem_document))
+    b = np.full(problem.num_devices, problem.total_bandwidth / problem.num_devices)
+    b[1] = np.nan
+    with pytest.raises(ConfigError, match="dev-b"):
+        build_solution(problem, "ao", np.ones(problem.num_devices, dtype=int), b, [], 0.0)

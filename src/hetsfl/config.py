@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,56 @@ from hetsfl.errors import ConfigError
 SCHEMA_PATH = Path(str(resources.files("hetsfl") / "schemas" / "config.schema.yaml"))
 
 
-def load_schema() -> dict:
+@functools.cache
+def _schema() -> dict:
     with open(SCHEMA_PATH) as fh:
         return yaml.safe_load(fh)
+
+
+def load_schema() -> dict:
+    """The configuration schema (a fresh copy: callers may change it)."""
+    return copy.deepcopy(_schema())
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_schema())
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key: PyYAML reports it
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise ConfigError(
+                        f"{key_node.start_mark.name}: line {key_node.start_mark.line + 1}: duplicate key {key!r} "
+                        f"(first given on line {first}); each key may appear once in a mapping"
+                    )
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> object:
+    """Read a YAML file strictly (duplicate keys are an error); ConfigError naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file such as config/config.yaml")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.load(fh, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {_short(exc, 300)}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
 
 
 def _fill_defaults(instance: Any, schema: dict) -> None:
@@ -36,26 +85,67 @@ def _where(error: jsonschema.ValidationError) -> str:
     return path or "<top level>"
 
 
+def _non_finite(obj, path: tuple = ()):
+    """Dotted paths of NaN or infinite numbers (YAML .nan, .inf, -.inf), at any depth, in lists too."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        yield ".".join(path) or "<top level>", obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _non_finite(value, (*path, str(key)))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _non_finite(value, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",))
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _short(message: str, limit: int = 160) -> str:
+    message = " ".join(str(message).split())
+    return message if len(message) <= limit else message[: limit - 5] + " ...'"
+
+
 def validate_config(config: dict) -> dict:
-    """Return a validated copy of ``config`` with defaults filled in; raise ConfigError naming the key."""
+    """Return a validated copy of ``config`` with defaults filled in; raise ConfigError naming the key.
+
+    Every message is one line: the key, what is wrong, and what would be valid.
+    """
     if not isinstance(config, dict):
         raise ConfigError("the configuration must be a mapping of keys to values (a YAML dictionary)")
+    bad = list(_non_finite(config))
+    if bad:
+        where = ", ".join(f"{key} = {value}" for key, value in bad[:5])
+        raise ConfigError(f"invalid configuration: numbers must be finite, not NaN or infinity: {where}; "
+                          "see config/README.md for every key")
     schema = load_schema()
     cfg = copy.deepcopy(config)
     _fill_defaults(cfg, schema)
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = _validator()
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         lines = []
-        for err in errors[:10]:
+        for err in errors[:5]:
             allowed = ""
             if err.validator == "enum":
                 allowed = f" (allowed: {', '.join(map(str, err.validator_value))})"
-            elif err.validator == "additionalProperties":
+            elif err.validator == "additionalProperties" and isinstance(err.instance, dict):
                 known = sorted(err.schema.get("properties", {}))
-                allowed = f" (known keys: {', '.join(known)})" if known else ""
-            lines.append(f"  {_where(err)}: {err.message}{allowed}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines) + "\nSee config/README.md for every key.")
+                if known:
+                    extra = [str(k) for k in err.instance if k not in known]
+                    where = _where(err)
+                    keys = ", ".join(f"{where}.{k}" if where != "<top level>" else k for k in extra)
+                    lines.append(f"{keys}: unknown key (known keys: {', '.join(known)})")
+                    continue
+            if err.validator == "type" and isinstance(err.instance, str) and _looks_numeric(err.instance):
+                allowed = f" (YAML reads {err.instance} as text: write a dot and a signed exponent, e.g. 1.0e+7)"
+            lines.append(f"{_where(err)}: {_short(err.message)}{allowed}")
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        raise ConfigError("invalid configuration: " + "; ".join(lines) + more + "; see config/README.md for every key")
     _check_semantics(cfg)
     out = sorted_keys(cfg)
     for key in ("scenarios", "sweeps"):  # their order is the user's (tables, figures)
@@ -117,15 +207,38 @@ def _check_semantics(cfg: dict) -> None:
 
 
 def load_config(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file such as config/config.yaml")
+    """Read (strictly) and validate a configuration file."""
     try:
-        with open(path) as fh:
-            raw = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    return validate_config(raw or {})
+        return validate_config(read_yaml(path) or {})
+    except ConfigError as exc:
+        text = str(exc)
+        raise ConfigError(text if text.startswith(f"config file {path}") or text.startswith(str(path))
+                          else f"{path}: {text}") from None
+
+
+def snakemake_config(config: dict, configfiles: list) -> dict:
+    """The validated configuration of a Snakemake run: the config files re-read strictly (Snakemake's own
+    loader merges duplicate keys silently), then Snakemake's merged ``config`` (with any --config overrides)
+    validated. Raises ConfigError with a one-line message."""
+    for path in configfiles:
+        read_yaml(path)
+    try:
+        return validate_config(config)
+    except ConfigError as exc:
+        names = ", ".join(map(str, configfiles)) or "the configuration"
+        raise ConfigError(f"{names}: {exc}") from None
+
+
+def exit_on_config_error(fn, *args):
+    """Call ``fn(*args)``; on ConfigError print ``hetsfl: error: MESSAGE`` (one line) and exit with status 1,
+    so that it is the first and only thing a Snakemake user sees, not a traceback or a schema dump."""
+    import sys
+
+    try:
+        return fn(*args)
+    except ConfigError as exc:
+        print(f"hetsfl: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def sweep_points(cfg: dict) -> dict[str, tuple[str, int]]:

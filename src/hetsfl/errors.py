@@ -10,7 +10,14 @@ class ConfigError(HetsflError):
 
 
 class InfeasibleError(HetsflError):
-    """No split/bandwidth allocation satisfies the constraints; the message names the device(s)."""
+    """No split/bandwidth allocation satisfies the constraints; the message names the device(s).
+
+    ``devices``: the ids of the devices that make it infeasible (empty when it is the devices together).
+    """
+
+    def __init__(self, message: str, devices=()) -> None:
+        super().__init__(message)
+        self.devices = list(devices)
 
 
 class DataError(HetsflError):

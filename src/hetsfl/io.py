@@ -13,6 +13,13 @@ from pathlib import Path
 import numpy as np
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _default(obj):
     if isinstance(obj, np.integer):
         return int(obj)
@@ -29,7 +36,12 @@ def atomic_path(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        # mkstemp creates 0600 files; outputs get the usual mode of a new file (0666 minus the umask) so that
+        # other members of a group project can read results.
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -51,17 +63,69 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+_ENCODER = json.JSONEncoder(default=_default, allow_nan=False)  # one encoder: building one per record is slow
+
+
+def _compact(obj) -> str:
+    return _ENCODER.encode(obj)
+
+
+def _records(records: list[dict]) -> list[str]:
+    """Each record's compact JSON. One C-encoder call for the whole list, split at the n - 1 record
+    boundaries "}, {"; if the text holds more of them (inside a string or a nested object), one call per
+    record instead."""
+    text = _compact(records)
+    if text.count("}, {") == len(records) - 1:
+        parts = text[2:-2].split("}, {")
+        return ["{" + part + "}" for part in parts]
+    return [_compact(r) for r in records]
+
+
+def _key(key) -> str:
+    """A mapping key as json.dumps writes it (keys become strings; True, None as true, null)."""
+    return json.dumps(key if isinstance(key, str) else json.dumps(key) if key is None or isinstance(key, bool) else str(key))
+
+
+def json_text(doc, indent: int = 1) -> str:
+    """JSON text of ``doc``: mappings one key per line, lists of scalars on one line, lists of records one record
+    per line (so that per-device arrays of 10^5 devices are written by the C encoder, not the pure-Python
+    indenting one). The same data as json.dumps(doc, indent=indent); NaN and infinity are refused."""
+    pad = " " * indent
+
+    def encode(obj, depth: int) -> str:
+        obj = obj.tolist() if isinstance(obj, np.ndarray) else obj
+        if isinstance(obj, dict) and obj:
+            inner = pad * (depth + 1)
+            items = [f"{inner}{_key(k)}: {encode(v, depth + 1)}" for k, v in obj.items()]
+            return "{\n" + ",\n".join(items) + "\n" + pad * depth + "}"
+        types = set(map(type, obj)) if isinstance(obj, (list, tuple)) else set()
+        if obj and any(issubclass(t, (dict, list, tuple)) for t in types):
+            inner = pad * (depth + 1)
+            if all(issubclass(t, dict) for t in types):
+                items = [inner + record for record in _records(obj)]
+            else:
+                items = [inner + encode(v, depth + 1) for v in obj]
+            return "[\n" + ",\n".join(items) + "\n" + pad * depth + "]"
+        return _compact(obj)
+
+    try:
+        return encode(doc, 0) + "\n"
+    except ValueError as exc:  # NaN or infinity: a bug upstream, said plainly
+        raise ValueError(f"cannot write a non-finite number as JSON ({exc})") from exc
+
+
 def write_json(
     path: str | os.PathLike, doc, indent: int = 1, *, sort_keys: bool = False, allow_nan: bool = False
 ) -> None:
-    """Write ``doc`` as JSON (numpy numbers and arrays as plain JSON) to ``path`` atomically.
+    """Write ``doc`` as JSON to ``path`` atomically; nothing is written if it cannot be encoded.
 
-    ``allow_nan`` lets NaN and infinities through as ``NaN``/``Infinity`` (not strict JSON; a training summary
-    may hold a diverged loss)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(
-            json.dumps(doc, indent=indent, default=_default, allow_nan=allow_nan, sort_keys=sort_keys) + "\n"
-        )
+    By default the layout of json_text (records one per line; NaN refused). ``sort_keys`` or ``allow_nan``
+    (a training summary may hold a diverged loss, written as ``NaN``) use json.dumps's indented layout."""
+    if sort_keys or allow_nan:
+        text = json.dumps(doc, indent=indent, default=_default, allow_nan=allow_nan, sort_keys=sort_keys) + "\n"
+    else:
+        text = json_text(doc, indent)
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_table(path: str | os.PathLike, frame) -> None:

@@ -1,20 +1,18 @@
 import os
 from pathlib import Path
 
-from snakemake.utils import validate
-
-from hetsfl.config import all_scenarios, scenario_spec, validate_config
+from hetsfl.config import all_scenarios, scenario_spec
+from hetsfl.config import exit_on_config_error, snakemake_config
 from hetsfl.deps import module_sources
 from hetsfl.stages import settings
 from hetsfl.stages.common import TRAIN_METHODS
 
+# The project's validator, not snakemake.utils.validate: config files re-read strictly (duplicate keys), every
+# number finite, one-line errors naming the key and the allowed values; prints it and exits 1.
+config.update(exit_on_config_error(snakemake_config, config, workflow.configfiles))
+
 REPO = Path(workflow.basedir)  # the folder of the Snakefile
 SRC = REPO / "src"
-# One config schema, the package's: the project's one-line messages first (hetsfl.config), then Snakemake's
-# validate (the same schema; it records the defaults the way Snakemake expects).
-config.update(validate_config(config))
-validate(config, str(SRC / "hetsfl" / "schemas" / "config.schema.yaml"))
-
 # With --use-conda every rule runs in the project environment (environment.yml).
 ENV = "../../environment.yml"
 SCENARIOS = all_scenarios(config)

@@ -8,7 +8,10 @@ memory limit and the privacy floor.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
+import operator
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -19,16 +22,23 @@ import numpy as np
 
 from hetsfl.errors import ConfigError, InfeasibleError
 from hetsfl.system.channel import snr_bandwidth
-from hetsfl.system.latency import compute_time, cumulative_profile, transfer_bits
+from hetsfl.system.latency import compute_time, cumulative_profile, seconds_per_bit, transfer_bits
 
 
+@functools.cache
 def load_json_schema(name: str) -> dict:
     return json.loads((resources.files("hetsfl") / "schemas" / f"{name}.schema.json").read_text())
 
 
+@functools.cache
+def _validator(name: str) -> jsonschema.Draft7Validator:
+    """The compiled validator of a shipped schema (built once per process)."""
+    return jsonschema.Draft7Validator(load_json_schema(name))
+
+
 def _non_finite(doc, path=()):
     """Paths of NaN or infinite numbers (JSON Schema bounds do not reject them)."""
-    if isinstance(doc, float) and not np.isfinite(doc):
+    if isinstance(doc, float) and not math.isfinite(doc):
         yield path
     elif isinstance(doc, dict):
         for key, value in doc.items():
@@ -38,27 +48,153 @@ def _non_finite(doc, path=()):
             yield from _non_finite(value, (*path, i))
 
 
+# ---- fast path for long arrays of flat records (devices, per_device) ------------------------------------
+# Long arrays are checked column by column with numpy. The fast check only ever answers "certainly valid";
+# anything it does not understand or cannot confirm falls back to jsonschema on the whole document, which
+# names every malformed field exactly as before. So the guarantees are jsonschema's.
+_FAST_MIN_ITEMS = 64
+_NUMBER_TYPES = (int, float)
+
+
+def _column_ok(values: list, sub: dict) -> bool:
+    """True if every value certainly satisfies the property schema ``sub`` (and is finite)."""
+    keys = set(sub) - {"description"}
+    kind = sub.get("type")
+    if "enum" in keys:
+        return keys == {"enum"} and all(isinstance(v, str) or v is None for v in sub["enum"]) and set(
+            map(type, values)) <= {str, type(None)} and set(values) <= set(sub["enum"])
+    if kind in ("number", "integer"):
+        if not keys <= {"type", "minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}:
+            return False
+        allowed = {int} if kind == "integer" else {int, float}
+        if not set(map(type, values)) <= allowed:  # bools, strings, 3.0 as an integer: let jsonschema decide
+            return False
+        if kind == "integer" and (max(values) > 2**53 or min(values) < -(2**53)):
+            return False
+        try:
+            arr = np.asarray(values, dtype=float)
+        except OverflowError:  # an integer beyond any float: jsonschema, then _floats, say which
+            return False
+        if not np.isfinite(arr).all():
+            return False
+        checks = {"minimum": np.greater_equal, "exclusiveMinimum": np.greater, "maximum": np.less_equal,
+                  "exclusiveMaximum": np.less}
+        return all(bool(op(arr, sub[k]).all()) for k, op in checks.items() if k in sub)
+    if kind == "string" or kind == ["string", "integer"] or kind == ["integer", "string"]:
+        allowed = {str} if kind == "string" else {str, int}
+        return keys == {"type"} and set(map(type, values)) <= allowed
+    if kind == "array":
+        if not keys <= {"type", "items", "minItems", "uniqueItems"}:
+            return False
+        if not all(type(v) is list for v in values):
+            return False
+        if "minItems" in sub and any(len(v) < sub["minItems"] for v in values):
+            return False
+        if sub.get("uniqueItems") and any(len(set(v)) != len(v) or not all(type(x) is int for x in v)
+                                          for v in values):
+            return False
+        flat = [x for v in values for x in v]
+        return "items" not in sub or not flat or _column_ok(flat, sub["items"])
+    return False
+
+
+def _records_ok(items: list, sub: dict) -> bool:
+    """True if every item of a long array certainly satisfies the object schema ``sub``."""
+    if not set(sub) - {"description"} <= {"type", "required", "properties", "additionalProperties"}:
+        return False
+    if sub.get("type") != "object" or set(map(type, items)) != {dict}:
+        return False
+    props = sub.get("properties", {})
+    required = set(sub.get("required", ()))
+    keysets = set(map(frozenset, items))  # usually one or two distinct sets of keys (map: no Python loop)
+    # unknown keys: jsonschema (and the finiteness scan) decide
+    if not all(keys <= props.keys() and keys >= required for keys in keysets):
+        return False
+    everywhere = frozenset.intersection(*keysets)
+    for key, prop in props.items():
+        if key in everywhere:
+            values = list(map(operator.itemgetter(key), items))
+        else:
+            values = [d[key] for d in items if key in d]
+        if values and not _column_ok(values, prop):
+            return False
+    return True
+
+
+def _fast_valid(doc: object, schema: dict, validator: jsonschema.Draft7Validator) -> bool:
+    """True if ``doc`` is certainly valid and finite: its long arrays of records by the column checks, the rest
+    (with each long array cut to its first items) by jsonschema. False means "not known": ask jsonschema."""
+    if not isinstance(doc, dict) or schema.get("type") != "object":
+        return False
+    rest = dict(doc)
+    for key, prop in schema.get("properties", {}).items():
+        value = doc.get(key)
+        if (type(value) is list and len(value) >= _FAST_MIN_ITEMS and prop.get("type") == "array"
+                and set(prop) - {"description"} <= {"type", "items", "minItems"}
+                and isinstance(prop.get("items"), dict)):
+            records = prop["items"].get("type") == "object"
+            if not (_records_ok(value, prop["items"]) if records else _column_ok([value], prop)):
+                return False
+            rest[key] = value[: max(prop.get("minItems", 1), 1)]
+    if next(_non_finite(rest), None) is not None:
+        return False
+    return next(validator.iter_errors(rest), None) is None
+
+
 def validate_document(doc: object, schema_name: str, source: str = "document") -> None:
-    """Validate against a shipped JSON Schema; the error names the offending field."""
+    """Validate against a shipped JSON Schema; the error names the offending field. Numbers must be finite."""
+    validator = _validator(schema_name)
+    if _fast_valid(doc, load_json_schema(schema_name), validator):
+        return
     bad = [".".join(map(str, p)) for p in _non_finite(doc)]
-    if bad and schema_name == "problem":
-        raise ConfigError(f"{source}: numbers must be finite; NaN or Infinity at: {', '.join(bad[:10])}")
-    errors = sorted(
-        jsonschema.Draft7Validator(load_json_schema(schema_name)).iter_errors(doc), key=lambda e: list(e.absolute_path)
-    )
+    if bad:
+        raise ConfigError(f"{source}: numbers must be finite; NaN or Infinity at: {', '.join(bad[:10])}"
+                          + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  {'.'.join(map(str, e.absolute_path)) or '<top level>'}: {e.message}" for e in errors[:10]]
-        raise ConfigError(f"{source} is not a valid {schema_name} file:\n" + "\n".join(lines))
+        lines = [f"{'.'.join(map(str, e.absolute_path)) or '<top level>'}: {_short(e.message)}" for e in errors[:5]]
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        raise ConfigError(f"{source} is not a valid {schema_name} file: " + "; ".join(lines) + more)
+
+
+def _short(message: str, limit: int = 160) -> str:
+    """A jsonschema message on one line, cut to ``limit`` characters (it quotes the whole offending value)."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 5] + " ...'"
 
 
 def read_json(path: str | Path, what: str) -> dict:
+    """Read a JSON document; ConfigError naming the file if it is missing, unreadable or not JSON.
+
+    (Duplicate keys are not checked: an object_pairs_hook doubles the parse time of a 10^5-device problem.)"""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{what} file {path} does not exist")
+        kind = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{what} file {path} {kind}")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} file {path} is not valid JSON ({exc}); regenerate it or fix the syntax") from exc
+        raise ConfigError(f"{what} file {path} is not valid JSON ({exc}); regenerate it or fix the syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} file {path} cannot be read ({exc.strerror})") from None
+
+
+SAFE_RANGE = (1e-100, 1e100)  # derived quantities must lie here: far from float overflow and underflow
+
+
+def _floats(records: list[dict], key: str, kind: str, names: list, source: str, missing: float | None = None):
+    """The ``key`` of every record as a float array; ConfigError naming the record if a number does not fit a
+    float (an integer above 1.8e308)."""
+    try:
+        return np.array([r.get(key, missing) if missing is not None else r[key] for r in records], dtype=float)
+    except OverflowError:
+        for name, r in zip(names, records, strict=True):
+            try:
+                float(r.get(key, 0.0))
+            except OverflowError:
+                raise ConfigError(f"{source}: {kind} {name}: {key} is too large for a floating-point number; "
+                                  "give a value below 1e308") from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -105,9 +241,9 @@ class Problem:
                     f"{source}: device {d['id']}: split_candidates {bad} are not cuts of a model with L={L} layers; "
                     f"allowed split points are 1..{L - 1} (L is plain FL)"
                 )
-        f = lambda key: np.array([d[key] for d in devices], dtype=float)  # noqa: E731
-        g = lambda key: np.array([u[key] for u in layers], dtype=float)  # noqa: E731
-        return cls(
+        f = lambda key: _floats(devices, key, "device", [d["id"] for d in devices], source)  # noqa: E731
+        g = lambda key: _floats(layers, key, "layer", [u["name"] for u in layers], source)  # noqa: E731
+        problem = cls(
             total_bandwidth=float(doc["total_bandwidth_hz"]),
             noise_psd=float(doc["noise_psd_w_per_hz"]),
             server_flops=float(doc["server"]["flops"]),
@@ -124,13 +260,76 @@ class Problem:
             gain=f("channel_gain"),
             batch=f("batch_size"),
             iters=f("local_iters"),
-            memory=np.array([d.get("memory_bytes", np.inf) for d in devices], dtype=float),
+            memory=_floats(devices, "memory_bytes", "device", ids, source, missing=np.inf),
             split_candidates=tuple(tuple(sorted(d["split_candidates"])) if "split_candidates" in d else None for d in devices),
             min_split=int(doc.get("min_split", 1)),
             deadline=doc.get("deadline_s"),
             optimizer_state_copies=int(doc.get("optimizer_state_copies", 1)),
             seed=int(doc.get("seed", 0)),
             meta=dict(doc.get("meta", {})),
+        )
+        problem.check_derived(source)
+        return problem
+
+    def check_derived(self, source: str = "problem") -> None:
+        """Raise ConfigError, naming the device and layer, if a derived quantity leaves the safe range.
+
+        Finite inputs can still give terms that overflow or underflow (a gain of 1e-300, FLOPs of 1e300): the
+        channel constants x_u, x_d, the bits U[n, s], the computing time A[n, s] and the latency at an equal
+        share of the band must lie within [1e-100, 1e100] (U may be 0), far from the float limits, so that the
+        solvers never meet an inf or a NaN.
+        """
+        lo, hi = SAFE_RANGE
+        n = self.num_devices
+        hint = "check the device's channel_gain and tx_power_w, and noise_psd_w_per_hz"
+        if not (lo <= self.total_bandwidth / n and self.total_bandwidth <= hi):
+            raise ConfigError(
+                f"{source}: total_bandwidth_hz {self.total_bandwidth:.4g} shared by {n} devices is outside the "
+                f"numerically safe range [{lo:g}, {hi:g}] Hz per device"
+            )
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            for name, x in (("uplink p_n h_n / N0", self.xu), ("downlink P_S h_n / N0", self.xd)):
+                self._in_range(x, f"{name} (Hz)", hint, source)
+            if not all(np.isfinite(v).all() for v in self.profile.values()):
+                bad = next(k for k, v in self.profile.items() if not np.isfinite(v).all())
+                j = int(np.flatnonzero(~np.isfinite(self.profile[bad]))[0])
+                raise ConfigError(f"{source}: the cumulative {bad} of the model overflows at layer "
+                                  f"{self.layer_names[max(j - 1, 0)]!r}; check its fwd_flops, bwd_flops, "
+                                  "out_bits and param_bits")
+            for sequential in (False, True):
+                A, U = self.terms(sequential)
+                flops = self.fwd_flops + self.bwd_flops
+                big = int(np.argmax(flops))
+                self._in_range(A, "computing time A (s)", "check its flops, batch_size and local_iters and the "
+                               "layers' fwd_flops and bwd_flops (and the server's flops); the layer with the most "
+                               f"FLOPs is {self.layer_names[big]!r} ({flops[big]:.3g} per sample)", source,
+                               zero_ok=True, low=False)
+                size = np.maximum(self.out_bits, self.param_bits)
+                big = int(np.argmax(size))
+                self._in_range(U, "bits sent each way U", "check its batch_size and local_iters and the layers' "
+                               f"out_bits and param_bits; the largest layer is {self.layer_names[big]!r} "
+                               f"({size[big]:.3g} bits)", source, zero_ok=True)
+                T = A + U * seconds_per_bit(self.total_bandwidth / n, self.xu, self.xd)[:, None]
+                self._in_range(T, "latency at an equal share of the band (s)", "check its channel_gain, flops "
+                               "and batch_size, and the layers' sizes", source, low=False)
+
+    def _in_range(self, values: np.ndarray, what: str, hint: str, source: str, zero_ok: bool = False,
+                  low: bool = True) -> None:
+        lo, hi = SAFE_RANGE
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values > hi)
+            if low:
+                bad |= (values < lo) & ~(zero_ok & (values == 0))
+        if not bad.any():
+            return
+        where = np.argwhere(bad)
+        first = tuple(where[0])
+        device = self.device_ids[first[0]]
+        cut = f" with the cut after layer {self.layer_names[first[1]]!r}" if len(first) > 1 else ""
+        more = f" (and {len(np.unique(where[:, 0])) - 1} more device(s))" if len(np.unique(where[:, 0])) > 1 else ""
+        raise ConfigError(
+            f"{source}: device {device}{cut}: {what} is {values[first]:.4g}, outside the numerically safe range "
+            f"[{lo:g}, {hi:g}]{more}; {hint}"
         )
 
     @classmethod
@@ -209,7 +408,8 @@ class Problem:
         mask = floor_ok & (mem <= self.memory[:, None])
         empty = np.flatnonzero(~mask.any(axis=1))
         if empty.size:
-            raise InfeasibleError(self._explain_empty(empty, listed, floor_ok, mem))
+            raise InfeasibleError(self._explain_empty(empty, listed, floor_ok, mem),
+                                  [self.device_ids[i] for i in empty])
         return mask
 
     def check_full_model_fits(self) -> None:
@@ -218,7 +418,10 @@ class Problem:
         bad = np.flatnonzero(need > self.memory)
         if bad.size:
             names = ", ".join(f"{self.device_ids[i]} ({self.memory[i]:.4g} B < {need[i]:.4g} B)" for i in bad[:20])
-            raise InfeasibleError(f"infeasible: the whole model does not fit on device(s) {names}; FL cannot run there")
+            more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise InfeasibleError(
+                f"infeasible: the whole model does not fit on device(s) {names}{more}; FL cannot run there",
+                [self.device_ids[i] for i in bad])
 
     def _explain_empty(self, empty, listed, floor_ok, mem) -> str:
         lines = []
@@ -227,16 +430,16 @@ class Problem:
             cands = (np.flatnonzero(listed[i]) + 1).tolist()
             if not floor_ok[i].any():
                 lines.append(
-                    f"  device {dev}: no candidate split {cands} is >= min_split={self.min_split} "
+                    f"device {dev}: no candidate split {cands} is >= min_split={self.min_split} "
                     "(lower min_split or add larger candidates)"
                 )
             else:
                 ok = np.flatnonzero(floor_ok[i])
                 need = mem[i, ok].min()
                 lines.append(
-                    f"  device {dev}: memory {self.memory[i]:.4g} B is below the smallest client-side footprint "
+                    f"device {dev}: memory {self.memory[i]:.4g} B is below the smallest client-side footprint "
                     f"{need:.4g} B (split {int(ok[np.argmin(mem[i, ok])]) + 1}); give it more memory, a smaller batch "
                     "or a lower min_split"
                 )
-        more = f"\n  ... and {len(empty) - 20} more" if len(empty) > 20 else ""
-        return f"infeasible: {len(empty)} device(s) have no allowed split point:\n" + "\n".join(lines) + more
+        more = f"; ... and {len(empty) - 20} more" if len(empty) > 20 else ""
+        return f"infeasible: {len(empty)} device(s) have no allowed split point: " + "; ".join(lines) + more

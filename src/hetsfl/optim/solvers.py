@@ -138,7 +138,8 @@ def _common_columns(mask: np.ndarray, problem: Problem) -> np.ndarray:
         raise InfeasibleError(
             "infeasible: no split point is allowed on every device, so a common split (fixed_split, sl) does not "
             "exist; allowed splits per device: "
-            + "; ".join(f"{d}: {(np.flatnonzero(r) + 1).tolist()}" for d, r in zip(problem.device_ids, mask, strict=True))
+            + "; ".join(f"{d}: {(np.flatnonzero(r) + 1).tolist()}" for d, r in zip(problem.device_ids[:20], mask, strict=False))
+            + (f"; ... and {len(mask) - 20} more devices" if len(mask) > 20 else "")
         )
     return common
 
@@ -288,6 +289,73 @@ def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit:
     return solution
 
 
+def solve_or_infeasible(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit: int = 200_000,
+                        seed: int | None = None) -> dict:
+    """``solve``, except that an infeasible problem is a result, not an error.
+
+    Returns the solution of ``solve`` (``status: "feasible"``), or, when ``solve`` raises InfeasibleError, a
+    solution document with ``status: "infeasible"``, ``reason`` (the error's message, naming the devices),
+    ``infeasible_devices`` (their ids; empty when the devices only fail together, e.g. a deadline),
+    ``objective_s: null`` and empty per-device arrays. Other errors (bad arguments, an unknown method, a
+    numerical failure) still raise. A caller that needs a runnable assignment (the training stage) checks it
+    with ``require_feasible``.
+    """
+    start = time.perf_counter()
+    try:
+        return solve(problem, method, max_iters, exhaustive_limit, seed)
+    except InfeasibleError as exc:
+        return infeasible_solution(problem, method, str(exc), exc.devices, time.perf_counter() - start)
+
+
+def infeasible_solution(problem: Problem, method: str, reason: str, devices=(), solve_time: float = 0.0) -> dict:
+    """The solution document of a method that cannot run on ``problem`` (schemas/solution.schema.json)."""
+    return {
+        "method": method,
+        "status": "infeasible",
+        "reason": reason,
+        "infeasible_devices": list(devices),
+        "objective_s": None,
+        "splits": [],
+        "bandwidth_hz": [],
+        "per_device": [],
+        "iterations": [],
+        "solve_time_s": float(solve_time),
+        "sequential": method == "sl",
+        "meta": dict(problem.meta),
+    }
+
+
+def is_feasible(solution: dict) -> bool:
+    """True unless the solution says it is infeasible (files written before the status field are feasible)."""
+    return solution.get("status", "feasible") != "infeasible"
+
+
+def require_feasible(solution: dict, source: str = "solution") -> dict:
+    """Return ``solution`` if it is feasible; else raise InfeasibleError with its reason (for callers such as
+    the training stage, which cannot run a method that has no assignment)."""
+    if not is_feasible(solution):
+        raise InfeasibleError(
+            f"{source}: method {solution.get('method')!r} is infeasible in this problem, so it cannot run: "
+            f"{solution.get('reason', 'no reason recorded')}",
+            solution.get("infeasible_devices", ()),
+        )
+    return solution
+
+
+def check_finite(problem: Problem, method: str, columns: dict[str, np.ndarray]) -> None:
+    """Raise ConfigError naming the device if a per-device result is not a finite number (a numerical failure
+    that Problem.check_derived did not foresee), instead of failing later in the JSON writer."""
+    for name, values in columns.items():
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            i = int(bad[0])
+            more = f" (and {bad.size - 1} more device(s))" if bad.size > 1 else ""
+            raise ConfigError(
+                f"numerical failure: {method} gave {name} = {values[i]} for device {problem.device_ids[i]}{more}; "
+                "check that device's numbers in the problem file (channel gain, FLOPs, sizes)"
+            )
+
+
 def build_solution(problem: Problem, method: str, splits, bandwidth, iterations, solve_time: float,
                    sequential: bool = False) -> dict:
     """Evaluate a split/bandwidth assignment with the latency model and package it as a solution."""
@@ -298,25 +366,28 @@ def build_solution(problem: Problem, method: str, splits, bandwidth, iterations,
     a, u = A[rows, splits - 1], U[rows, splits - 1]
     terms = latency_terms(a, u, np.asarray(bandwidth, float), p.xu, p.xd)
     lat = terms["latency_s"]
-    per_device = [
-        {
-            "id": p.device_ids[i],
-            "split": int(splits[i]),
-            "bandwidth_hz": float(bandwidth[i]),
-            "latency_s": float(lat[i]),
-            "compute_s": float(terms["compute_s"][i]),
-            "uplink_s": float(terms["uplink_s"][i]),
-            "downlink_s": float(terms["downlink_s"][i]),
-            "bits_up": float(u[i]),
-            "bits_down": float(u[i]),
-        }
-        for i in rows
-    ]
+    bandwidth = np.asarray(bandwidth, dtype=float)
+    check_finite(p, method, {"bandwidth_hz": bandwidth, "bits_up": u, **terms})
+    # Columns as Python lists (tolist converts once, in C), then one record per device.
+    columns = {
+        "id": list(p.device_ids),
+        "split": splits.tolist(),
+        "bandwidth_hz": bandwidth.tolist(),
+        "latency_s": np.asarray(lat, dtype=float).tolist(),
+        "compute_s": np.asarray(terms["compute_s"], dtype=float).tolist(),
+        "uplink_s": np.asarray(terms["uplink_s"], dtype=float).tolist(),
+        "downlink_s": np.asarray(terms["downlink_s"], dtype=float).tolist(),
+        "bits_up": np.asarray(u, dtype=float).tolist(),
+    }
+    columns["bits_down"] = columns["bits_up"]
+    keys = list(columns)
+    per_device = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     return {
         "method": method,
+        "status": "feasible",
         "objective_s": float(lat.sum() if sequential else lat.max()),
-        "splits": [int(s) for s in splits],
-        "bandwidth_hz": [float(x) for x in bandwidth],
+        "splits": list(columns["split"]),
+        "bandwidth_hz": list(columns["bandwidth_hz"]),
         "per_device": per_device,
         "iterations": iterations,
         "solve_time_s": float(solve_time),
@@ -348,4 +419,5 @@ def check_deadline(problem: Problem, solution: dict) -> None:
         why = (f"the devices cannot all finish within {p.deadline:g} s with a total band of {p.total_bandwidth:g} Hz; "
                f"the slowest under {solution['method']} are " + ", ".join(
                    f"{solution['per_device'][i]['id']} ({solution['per_device'][i]['latency_s']:.4g} s)" for i in slow))
-    raise InfeasibleError(f"infeasible: best round latency {solution['objective_s']:.6g} s > deadline_s; {why}")
+    raise InfeasibleError(f"infeasible: best round latency {solution['objective_s']:.6g} s > deadline_s; {why}",
+                          hopeless)

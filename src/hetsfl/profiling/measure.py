@@ -1,4 +1,5 @@
-"""Per-unit profile of a SplittableModel, per sample: FLOPs, activation and parameter sizes, times."""
+"""Per-unit profile of a SplittableModel, per sample: FLOPs, activation and parameter sizes, times (robust: warm-up,
+repeats interleaved across units, medians and their spread)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 import csv
 import io
 import json
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -33,6 +35,10 @@ PROFILE_FIELDS = (
     "time_fwd_s",
     "time_bwd_s",
     "time_s",
+    "time_min_s",
+    "time_q25_s",
+    "time_q75_s",
+    "time_max_s",
 )
 
 
@@ -48,31 +54,57 @@ def count_flops(fn: Callable[[], T]) -> tuple[int, T]:
     return int(counter.get_total_flops()), result
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of fn() over `repeats` runs, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _time_unit(unit: nn.Module, x: torch.Tensor, grad: torch.Tensor, repeats: int) -> tuple[float, float]:
-    """Median forward and backward times of unit on x (one untimed warm-up first); backward 0 if no grad."""
+def _timed_pass(unit: nn.Module, x: torch.Tensor, grad: torch.Tensor | None) -> tuple[float, float]:
+    """Wall seconds of one forward (and, if ``grad`` is given, one backward) pass of ``unit`` on ``x``."""
+    start = time.perf_counter()
     out = unit(x)
-    if not out.requires_grad:
-        return _median_time(lambda: unit(x), repeats), 0.0
+    mid = time.perf_counter()
+    if grad is None:
+        return mid - start, 0.0
     out.backward(grad)
-    fwd, bwd = [], []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = unit(x)
-        mid = time.perf_counter()
-        out.backward(grad)
-        fwd.append(mid - start)
-        bwd.append(time.perf_counter() - mid)
-    return statistics.median(fwd), statistics.median(bwd)
+    return mid - start, time.perf_counter() - mid
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) without numpy."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def time_units(
+    cases: list[tuple[nn.Module, torch.Tensor, torch.Tensor | None]], repeats: int, warmup: int = 2, seed: int = 0
+) -> list[dict[str, float]]:
+    """Robust forward/backward times of several units, measured together.
+
+    On a busy machine the load changes over seconds, so timing all repeats of one unit and then the next lets
+    a burst of load land on one unit only (identical VGG-16 layers came out 4x apart). Here every round times
+    each unit once, in a fresh seeded order, after ``warmup`` untimed rounds; a burst then hits all units
+    alike. Per unit: the medians of the forward and backward times, and the spread of the total over the
+    repeats (min, quartiles, max), all in seconds for the whole batch.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(cases)))
+    fwd: list[list[float]] = [[] for _ in cases]
+    bwd: list[list[float]] = [[] for _ in cases]
+    for round_ in range(warmup + repeats):
+        rng.shuffle(order)
+        for i in order:
+            unit, x, grad = cases[i]
+            f, b = _timed_pass(unit, x, grad)
+            if round_ >= warmup:
+                fwd[i].append(f)
+                bwd[i].append(b)
+    stats = []
+    for f, b in zip(fwd, bwd, strict=True):
+        total = [x + y for x, y in zip(f, b, strict=True)]
+        stats.append({
+            "fwd": statistics.median(f), "bwd": statistics.median(b), "min": min(total),
+            "q25": _quantile(total, 0.25), "q75": _quantile(total, 0.75), "max": max(total),
+        })
+    return stats
 
 
 def profile_unit(
@@ -80,16 +112,15 @@ def profile_unit(
     unit: nn.Module,
     x: torch.Tensor,
     gen: torch.Generator,
-    repeats: int,
     bits_per_activation: int,
     bits_per_param: int,
-) -> tuple[dict, torch.Tensor]:
-    """Profile one unit on batch x; return (per-sample row, detached output for the next unit)."""
+) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+    """Count one unit on batch x: (per-sample row without times, detached output for the next unit, the
+    output gradient used to time its backward pass, or None if it has no backward)."""
     batch = x.shape[0]
     fwd_flops, out = count_flops(lambda: unit(x))
     grad = torch.randn(out.shape, generator=gen, dtype=out.dtype)
     bwd_flops = count_flops(lambda: out.backward(grad))[0] if out.requires_grad else 0
-    time_fwd, time_bwd = _time_unit(unit, x, grad, repeats)
     out_elems = out[0].numel()
     params = count_params(unit)
     row = {
@@ -100,11 +131,8 @@ def profile_unit(
         "param_bits": params * bits_per_param,
         "params": params,
         "out_elems": out_elems,
-        "time_fwd_s": time_fwd / batch,
-        "time_bwd_s": time_bwd / batch,
-        "time_s": (time_fwd + time_bwd) / batch,
     }
-    return row, out.detach()
+    return row, out.detach(), grad if out.requires_grad else None
 
 
 def profile_model(
@@ -114,18 +142,36 @@ def profile_model(
     bits_per_activation: int = 32,
     bits_per_param: int = 32,
     seed: int = 0,
+    warmup: int = 2,
 ) -> list[dict]:
-    """One per-sample row per unit, in order (see PROFILE_FIELDS); runs on a train-mode copy of model."""
-    if batch_size < 1 or repeats < 1:
-        raise ValueError(f"batch_size and repeats must be >= 1, got {batch_size} and {repeats}")
+    """One per-sample row per unit, in order (see PROFILE_FIELDS); runs on a train-mode copy of model.
+
+    FLOPs and sizes are counted unit by unit; the times are then measured for all units together by
+    ``time_units`` (warm-up, interleaved repeats, medians, spread). ``time_s`` = ``time_fwd_s`` +
+    ``time_bwd_s`` (medians); ``time_min_s``, ``time_q25_s``, ``time_q75_s``, ``time_max_s`` give the spread
+    of the per-repeat total, per sample.
+    """
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise ValueError(f"batch_size and repeats must be >= 1 and warmup >= 0, got {batch_size}, {repeats}, {warmup}")
     work = copy.deepcopy(model).train()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn((batch_size, *model.input_shape), generator=gen)
-    rows = []
+    rows, cases = [], []
     for index, (name, unit) in enumerate(work.units.items()):
         unit_input = x if index == 0 else x.requires_grad_(True)
-        row, x = profile_unit(name, unit, unit_input, gen, repeats, bits_per_activation, bits_per_param)
+        row, x, grad = profile_unit(name, unit, unit_input, gen, bits_per_activation, bits_per_param)
         rows.append(row)
+        cases.append((unit, unit_input, grad))
+    for row, t in zip(rows, time_units(cases, repeats, warmup, seed), strict=True):
+        row.update({
+            "time_fwd_s": t["fwd"] / batch_size,
+            "time_bwd_s": t["bwd"] / batch_size,
+            "time_s": (t["fwd"] + t["bwd"]) / batch_size,
+            "time_min_s": t["min"] / batch_size,
+            "time_q25_s": t["q25"] / batch_size,
+            "time_q75_s": t["q75"] / batch_size,
+            "time_max_s": t["max"] / batch_size,
+        })
     return rows
 
 

@@ -22,18 +22,23 @@ def stage_optimize(
     seed: int | None = None,
 ) -> dict:
     """Solve the problem in ``problem_path`` with ``method`` (hetsfl.optim.solvers.SOLVERS), write the solution."""
-    from hetsfl.optim.solvers import solve
+    from hetsfl.optim.solvers import is_feasible, solve_or_infeasible
 
     problem = Problem.read(problem_path)
-    solution = solve(problem, method, max_iters=max_iters, exhaustive_limit=exhaustive_limit, seed=seed)
+    solution = solve_or_infeasible(problem, method, max_iters=max_iters, exhaustive_limit=exhaustive_limit, seed=seed)
     validate_document(solution, "solution", f"the {method} solution of {problem_path}")
     write_json(out, solution)
-    log.info("%s: %s", problem_path, summary(solution))
+    if not is_feasible(solution):  # a result, not a crash: the tables keep it as a row
+        log.warning("%s on %s is infeasible: %s", method, problem_path, solution["reason"])
+    else:
+        log.info("%s: %s", problem_path, summary(solution))
     return solution
 
 
 def summary(solution: dict) -> str:
     """One line: method, objective, iterations, solve time and how many devices use each split point."""
+    if solution.get("status") == "infeasible":
+        return f"{solution['method']}: infeasible ({solution['reason']})"
     counts = Counter(int(s) for s in solution["splits"])
     splits = ", ".join(f"{s}: {n}" for s, n in sorted(counts.items()))
     iters = max(len(solution.get("iterations", [])) - 1, 0)
