@@ -37,12 +37,35 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _write_error(run_dir: str, rank: int | None, exc: BaseException) -> None:
+    """Leave the error for the launcher (it picks the rank that caused a failure, not its casualties)."""
+    if rank is None:
+        return
+    import json
+    import socket
+    import time
+
+    from hetsfl.io import write_json
+    from hetsfl.runtime.errors import CommError
+    from hetsfl.runtime.rank import rank_error_path
+
+    doc = {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+           "secondary": bool(isinstance(exc, CommError) and exc.peer_failed), "error": type(exc).__name__,
+           "message": str(exc)}
+    try:
+        write_json(rank_error_path(run_dir, rank), json.loads(json.dumps(doc)))
+    except OSError:
+        pass
+
+
 def _rank(args) -> int:
     from hetsfl.runtime.rank import run_rank
     from hetsfl.runtime.rendezvous import resolve_rendezvous
 
+    rank = args.rank
     try:
         rdv = resolve_rendezvous(args.rank, args.world_size, args.master_addr, args.master_port)
+        rank = rdv.rank
         run_rank(args.run_dir, rdv, progress=not args.no_progress, verbose=args.verbose)
         return 0
     except BaseException as exc:  # log everything, then leave without waiting for gloo's threads
@@ -56,6 +79,7 @@ def _rank(args) -> int:
         else:
             log.error("unexpected error:\n%s", traceback.format_exc())
             traceback.print_exc()
+        _write_error(args.run_dir, rank, exc)
         for handler in logging.getLogger("hetsfl").handlers:
             handler.flush()
         sys.stdout.flush()

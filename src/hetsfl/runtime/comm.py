@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from hetsfl.runtime.errors import CommError
 
-__all__ = ["HEADER_BYTES", "Kind", "Link", "Pending", "PeerInfo", "Received"]
+__all__ = ["HEADER_BYTES", "Kind", "Link", "Pending", "PeerInfo", "Received", "comm_error"]
 
 HEADER_BYTES = 32
 
@@ -74,6 +74,16 @@ class Received:
     seq: int
 
 
+def comm_error(me: PeerInfo, what: str, exc: BaseException, timeout_s: float) -> CommError:
+    """A CommError for a failed gloo call: timed out, or the peer closed the connection (it died)."""
+    text = str(exc)
+    if "Timed out" in text or "timed out" in text:
+        return CommError(f"{me}: {what} timed out after {timeout_s:g} s (is the peer alive and making progress?)")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    closed = any(s in text for s in ("Connection closed", "Connection reset", "Broken pipe", "ECONNRESET"))
+    return CommError(f"{me}: {what} failed: {first} (the peer may have died; see its log)", peer_failed=closed)
+
+
 def _timeout(seconds: float) -> datetime.timedelta:
     return datetime.timedelta(seconds=float(seconds))
 
@@ -87,13 +97,7 @@ class Link:
         self.timeout_s = float(timeout_s)
 
     def _fail(self, what: str, exc: BaseException, timeout_s: float) -> CommError:
-        text = str(exc)
-        if "Timed out" in text or "timed out" in text:
-            why = f"timed out after {timeout_s:g} s (is {self.peer} alive and making progress?)"
-        else:
-            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-            why = f"failed: {first} ({self.peer} may have died; see its log)"
-        return CommError(f"{self.me}: {what} with {self.peer} {why}")
+        return comm_error(self.me, f"{what} with {self.peer}", exc, timeout_s)
 
     def _wait(self, work, what: str, timeout_s: float | None) -> None:
         t = self.timeout_s if timeout_s is None else float(timeout_s)

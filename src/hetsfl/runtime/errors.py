@@ -16,7 +16,15 @@ class RendezvousError(HetsflError):
 
 
 class CommError(HetsflError):
-    """A message between two ranks timed out, failed (peer died) or broke the protocol."""
+    """A message between two ranks timed out, failed (peer died) or broke the protocol.
+
+    ``peer_failed`` is true when the connection was closed or reset by the peer: this rank is then a
+    casualty of another rank's failure, not its cause (the launcher reports the cause).
+    """
+
+    def __init__(self, message: str, peer_failed: bool = False):
+        super().__init__(message)
+        self.peer_failed = peer_failed
 
 
 class LaunchError(HetsflError):

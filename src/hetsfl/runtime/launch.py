@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 import hetsfl
 from hetsfl.runtime.errors import LaunchError
-from hetsfl.runtime.rank import rank_log_path
+from hetsfl.runtime.rank import rank_error_path, rank_log_path
 from hetsfl.runtime.rendezvous import free_port
 from hetsfl.runtime.runfile import RunOptions, log_dir, read_run, write_run
 from hetsfl.train import TrainSpec
@@ -149,6 +149,8 @@ def launch_local(
     base_env["PYTHONPATH"] = os.pathsep.join([src_dir] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     base_env.update(MASTER_ADDR=master_addr, MASTER_PORT=str(port), WORLD_SIZE=str(world))
     host = socket.gethostname()
+    for rank in range(world):
+        rank_error_path(run_dir, rank).unlink(missing_ok=True)
     procs: dict[int, subprocess.Popen] = {}
     files = []
     t0 = time.perf_counter()
@@ -192,17 +194,7 @@ def launch_local(
             shown = _update_bar(bar, run_dir / "progress.json", shown)
             time.sleep(poll_s)
         if failed:
-            # a rank killed by a signal is the likelier cause than one that saw its peer die
-            failed.sort(key=lambda rc: (rc[1] >= 0,))
-            rank, code = failed[0]
-            _stop(procs)
-            role = "server" if rank == 0 else f"device {rank - 1}"
-            others = ", ".join(f"rank {r}: {_describe_exit(p.returncode)}" for r, p in procs.items() if r != rank)
-            raise LaunchError(
-                f"rank {rank} ({role} on host {host}, pid {procs[rank].pid}) failed: {_describe_exit(code)}; "
-                f"the other ranks were stopped ({others}). Last lines of {logs / f'rank{rank}.out'}:\n"
-                f"{_tail(logs / f'rank{rank}.out')}\nIts own log: {rank_log_path(run_dir, rank)}"
-            )
+            raise _failure(procs, failed, run_dir, host)
         _update_bar(bar, run_dir / "progress.json", shown)
     except BaseException:
         _stop(procs)
@@ -216,6 +208,52 @@ def launch_local(
                                            "final_model.pt", "summary.json") if (run_dir / name).exists()]
     return LaunchResult(run_dir, [p.returncode for p in procs.values()], time.perf_counter() - t0,
                         [logs / f"rank{r}.log" for r in range(world)], outputs)
+
+
+def _read_error(run_dir: Path, rank: int) -> dict:
+    try:
+        return json.loads(rank_error_path(run_dir, rank).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _failure(procs: dict[int, subprocess.Popen], failed: list[tuple[int, int]], run_dir: Path, host: str,
+             settle_s: float = 1.0) -> LaunchError:
+    """Stop the run and name the rank that caused the failure, with its exit and the tail of its log.
+
+    Waits ``settle_s`` for other ranks to fail too (they write their errors), then picks: a rank killed by a
+    signal, else one whose error is its own (not "the peer closed the connection"), else the earliest.
+    """
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs.values()):
+        for rank, p in procs.items():
+            code = p.poll()
+            if code not in (None, 0) and rank not in [r for r, _ in failed]:
+                failed.append((rank, code))
+        time.sleep(0.05)
+    _stop(procs)
+    errors = {rank: _read_error(run_dir, rank) for rank, _ in failed}
+
+    def cause_first(item):
+        order, (rank, code) = item
+        err = errors[rank]
+        return (code >= 0, bool(err.get("secondary", False)), err.get("time", float("inf")), order)
+
+    rank, code = sorted(enumerate(failed), key=cause_first)[0][1]
+    role = "server" if rank == 0 else f"device {rank - 1}"
+    logs = log_dir(run_dir)
+    others = "; ".join(
+        f"rank {r}: {_describe_exit(p.returncode)}"
+        + (f" ({errors[r]['message'].splitlines()[0][:200]})" if errors.get(r, {}).get("message") else "")
+        for r, p in procs.items() if r != rank
+    )
+    own = errors[rank].get("message")
+    return LaunchError(
+        f"rank {rank} ({role} on host {errors[rank].get('host', host)}, pid {procs[rank].pid}) failed: "
+        f"{_describe_exit(code)}" + (f": {own}" if own else "") + f"\nThe other ranks were stopped: {others}.\n"
+        f"Last lines of {logs / f'rank{rank}.out'}:\n{_tail(logs / f'rank{rank}.out')}\n"
+        f"Its own log: {rank_log_path(run_dir, rank)}"
+    )
 
 
 def _update_bar(bar, path: Path, shown: int) -> int:

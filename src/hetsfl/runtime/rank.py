@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from hetsfl.runtime.comm import Link, PeerInfo
+from hetsfl.runtime.comm import Link, PeerInfo, comm_error
 from hetsfl.runtime.device import DeviceRunner
-from hetsfl.runtime.errors import CommError, RendezvousError, RunConfigError
+from hetsfl.runtime.errors import RendezvousError, RunConfigError
 from hetsfl.runtime.plan import Plan
 from hetsfl.runtime.rendezvous import Rendezvous
 from hetsfl.runtime.runfile import load_device_data, load_test_data, log_dir, read_run
 from hetsfl.runtime.server import ServerRunner
 
-__all__ = ["rank_log_path", "run_rank", "setup_rank_logging"]
+__all__ = ["rank_error_path", "rank_log_path", "run_rank", "setup_rank_logging", "warm_up"]
 
 logger = logging.getLogger("hetsfl.runtime")
 
@@ -32,6 +32,11 @@ logger = logging.getLogger("hetsfl.runtime")
 def rank_log_path(run_dir: str | os.PathLike, rank: int) -> Path:
     """The log the rank writes itself: ``<run_dir>/logs/rank<r>.log``."""
     return log_dir(run_dir) / f"rank{rank}.log"
+
+
+def rank_error_path(run_dir: str | os.PathLike, rank: int) -> Path:
+    """Where a failing rank leaves its error for the launcher: ``<run_dir>/logs/rank<r>.error.json``."""
+    return log_dir(run_dir) / f"rank{rank}.error.json"
 
 
 def setup_rank_logging(run_dir: str | os.PathLike, rank: int, host: str, verbose: bool = False) -> None:
@@ -88,21 +93,21 @@ def warm_up() -> float:
     return time.perf_counter() - t0
 
 
-def _peers(me: PeerInfo, world_size: int) -> list[PeerInfo]:
+def _peers(me: PeerInfo, world_size: int, timeout_s: float) -> list[PeerInfo]:
     infos: list = [None] * world_size
     try:
         dist.all_gather_object(infos, (me.host, me.pid))
     except RuntimeError as exc:
-        raise CommError(f"{me}: exchanging host names with the other ranks failed: {exc}") from exc
+        raise comm_error(me, "exchanging host names with the other ranks", exc, timeout_s) from exc
     return [PeerInfo(r, str(h), int(p)) for r, (h, p) in enumerate(infos)]
 
 
-def _bounds(me: PeerInfo, start_stop: tuple[int, int] | None) -> tuple[int, int]:
+def _bounds(me: PeerInfo, start_stop: tuple[int, int] | None, timeout_s: float) -> tuple[int, int]:
     t = torch.tensor(start_stop if start_stop is not None else (0, 0), dtype=torch.int64)
     try:
         dist.broadcast(t, src=0)
     except RuntimeError as exc:
-        raise CommError(f"{me}: receiving the start round from the server (rank 0) failed: {exc}") from exc
+        raise comm_error(me, "receiving the start round from the server (rank 0)", exc, timeout_s) from exc
     return int(t[0]), int(t[1])
 
 
@@ -122,8 +127,8 @@ def run_rank(run_dir: str | os.PathLike, rdv: Rendezvous, progress: bool = True,
     logger.info("warm-up took %.3f s", warm_up())
     _init_group(rdv, host, run.options.timeout_s)
     me = PeerInfo(rdv.rank, host, os.getpid())
-    peers = _peers(me, rdv.world_size)
     timeout = run.options.timeout_s
+    peers = _peers(me, rdv.world_size, timeout)
     if rdv.rank == 0:
         x_test, y_test, num_classes, shape, sizes = load_test_data(run)
         plan = Plan.build(run.spec, num_classes, shape)
@@ -131,17 +136,17 @@ def run_rank(run_dir: str | os.PathLike, rdv: Rendezvous, progress: bool = True,
         server = ServerRunner(run, me, links, plan, x_test, y_test, sizes, progress=progress)
         start = server.resume()
         stop = min(run.spec.rounds, run.options.stop_after_round or run.spec.rounds)
-        start, stop = _bounds(me, (start, max(start, stop)))
+        start, stop = _bounds(me, (start, max(start, stop)), timeout)
         server.run(start, stop)
     else:
         n = rdv.rank - 1
         x, y, parts, num_classes = load_device_data(run, n)
         plan = Plan.build(run.spec, num_classes, tuple(x.shape[1:]))
-        start, stop = _bounds(me, None)
+        start, stop = _bounds(me, None, timeout)
         DeviceRunner(run, n, Link(me, peers[0], timeout), plan, x, y, parts).run(start, stop)
     try:
         dist.barrier()
     except RuntimeError as exc:
-        raise CommError(f"{me}: the final barrier failed: {exc}") from exc
+        raise comm_error(me, "the final barrier", exc, run.options.timeout_s) from exc
     dist.destroy_process_group()
     logger.info("done")
