@@ -108,3 +108,28 @@ def test_rank_that_cannot_connect_says_so(tmp_path):
     bad = subprocess.run(cmd[:-6] + ["--world-size", "3", "--master-addr", "127.0.0.1", "--master-port", "1"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 1 and "needs 4 ranks (1 server + 3 devices)" in bad.stderr
+
+
+def test_interrupted_launcher_stops_every_rank_and_keeps_checkpoint(tmp_path):
+    import signal
+    import time
+
+    train, test = tiny_data()
+    parts = three_parts(len(train))
+    out = tmp_path / "dist"
+    write_run(out, spec_for(rounds=200), train, test, parts, RunOptions(timeout_s=60))
+    launcher = subprocess.Popen([sys.executable, "-m", "hetsfl.runtime", "launch", "--run-dir", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not (out / "progress.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (out / "progress.json").exists(), "the run did not get through a round"
+    pids = [int(line.split("INFO pid ")[1].split(",")[0])
+            for r in range(4) for line in (out / "logs" / f"rank{r}.log").read_text().splitlines()
+            if "INFO pid " in line]
+    launcher.send_signal(signal.SIGINT)
+    _, err = launcher.communicate(timeout=60)
+    assert launcher.returncode == 130 and "all ranks were stopped" in err
+    assert len(pids) == 4 and all(_gone(pid) for pid in pids)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)  # intact
+    assert 1 <= ckpt["round"] < 200

@@ -95,6 +95,10 @@ def _launch(args) -> int:
     except HetsflError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: all ranks were stopped; launch again to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
     print(f"done in {result.wall_s:.1f} s; outputs in {result.run_dir}")
     return 0
 

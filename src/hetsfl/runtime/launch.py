@@ -95,6 +95,16 @@ def _describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the rank gets SIGTERM if the launcher dies (kept across exec, e.g. through ip netns exec)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _stop(procs: dict[int, subprocess.Popen], grace_s: float = 3.0) -> None:
     """SIGTERM every still-running rank's process group (each rank has its own session), then SIGKILL."""
     alive = {r: p for r, p in procs.items() if p.poll() is None}
@@ -151,6 +161,7 @@ def launch_local(
     host = socket.gethostname()
     for rank in range(world):
         rank_error_path(run_dir, rank).unlink(missing_ok=True)
+    (run_dir / "progress.json").unlink(missing_ok=True)
     procs: dict[int, subprocess.Popen] = {}
     files = []
     t0 = time.perf_counter()
@@ -168,7 +179,8 @@ def launch_local(
             files.append(out)
             try:
                 procs[rank] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                               env=child_env, cwd=run_dir, start_new_session=True)
+                                               env=child_env, cwd=run_dir, start_new_session=True,
+                                               preexec_fn=_die_with_parent if sys.platform == "linux" else None)
             except OSError as exc:
                 raise LaunchError(f"cannot start rank {rank} ({' '.join(cmd[:4])} ...): {exc}") from exc
             if on_spawn is not None:
