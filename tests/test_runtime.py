@@ -128,10 +128,11 @@ def test_batchnorm_model_equal_in_process(tmp_path):
 
 def test_stop_after_round_and_launch_of_written_run(tmp_path):
     """stop_after_round ends cleanly with a checkpoint and no final outputs; launching the same run
-    directory again (write_run + launch_local) finishes it with the engine's model."""
+    directory again (write_run + launch_local) finishes it with the engine's model. SL: the checkpoint
+    must carry both optimisers' momentum (the server's and the client's handed-on buffers)."""
     train, test = tiny_data()
     parts = three_parts(len(train))
-    spec = spec_for("sfl", rounds=3)
+    spec = spec_for("sl", rounds=2)
     out = tmp_path / "dist"
     write_run(out, spec, train, test, parts, RunOptions(timeout_s=90, stop_after_round=1))
     launch_local(out, progress=False)
@@ -142,4 +143,4 @@ def test_stop_after_round_and_launch_of_written_run(tmp_path):
     assert result.returncodes == [0, 0, 0, 0]
     run_training(spec, train, test, parts, tmp_path / "engine", progress=False)
     assert_states_close(load_state(tmp_path / "engine" / "final_model.pt"), load_state(out / "final_model.pt"))
-    assert len(pd.read_csv(out / "measured_devices.csv")) == 9
+    assert len(pd.read_csv(out / "measured_devices.csv")) == 6
