@@ -93,30 +93,28 @@ def in_process_per_batch(spec: TrainSpec, train, parts, rounds: int) -> list[flo
 
 
 def overhead(train, test, args) -> None:
-    print(f"\n1. Per-batch overhead of a split step, N = 1, K = {args.iters_overhead}, D = {args.batch}, cnn")
-    print(f"{'cut':>4} {'smashed KiB':>12} {'in-process ms':>22} {'distributed ms':>22} {'overhead ms':>22}")
+    k = args.iters_overhead
+    print(f"\n1. Per-batch overhead of a split step, N = 1, K = {k}, D = {args.batch}, cnn (ms per batch)")
+    print("   non-compute = (round_s - device compute - server compute) / K of the distributed run: messages up and")
+    print("   down (header + payload each), packing, thread hand-offs; model download and upload amortised over K")
+    print(f"{'cut':>4} {'smashed KiB':>12} {'in-process':>22} {'distributed':>22} {'non-compute':>22} "
+          f"{'up+down transfer':>22}")
     parts = [np.arange(len(train))]
-    for cut in (4, 2):
-        spec = TrainSpec(method="sfl", model="cnn", splits=[cut], rounds=args.rounds, local_iters=[args.iters_overhead],
+    for cut in (5, 4, 2):
+        spec = TrainSpec(method="sfl", model="cnn", splits=[cut], rounds=args.rounds, local_iters=[k],
                          batch_sizes=[args.batch], lr=0.01, momentum=0.9, seed=0)
-        local, dist_pb, over = [], [], []
+        local, dist_pb, noncompute, transfer = [], [], [], []
         for _ in range(args.repeats):
-            loc = in_process_per_batch(spec, train, parts, args.rounds)
+            local += in_process_per_batch(spec, train, parts, args.rounds)
             rounds, devices, _ = launch(spec, train, test, parts, args.threads)
-            d = list((rounds["train_s"] / args.iters_overhead)[1:])
-            local += loc
-            dist_pb += d
-            over += [a - b for a, b in zip(d, loc, strict=True)]
-        act = {4: 64 * 7 * 7, 2: 32 * 14 * 14}[cut]
+            dist_pb += list((rounds["train_s"] / k)[1:])
+            per = devices[devices["round"] > 1]
+            noncompute += list((per["round_s"] - per["compute_s"]) / k)
+            transfer += list((per["up_s"] + per["down_s"]) / k)
+        act = {5: 512, 4: 64 * 7 * 7, 2: 32 * 14 * 14}[cut]
         kib = args.batch * act * 4 / 1024
         print(f"{cut:>4} {kib:>12.0f} {spread(1e3 * v for v in local):>22} {spread(1e3 * v for v in dist_pb):>22} "
-              f"{spread(1e3 * v for v in over):>22}")
-        per = devices[devices["round"] > 1]
-        k = args.iters_overhead
-        print(f"     per batch (distributed, server clock): uplink {spread(1e3 * per['up_s'] / (k + 1))} ms, "
-              f"downlink {spread(1e3 * per['down_s'] / (k + 1))} ms, device compute "
-              f"{spread(1e3 * per['device_compute_s'] / k)} ms, server compute {spread(1e3 * per['server_compute_s'] / k)}"
-              f" ms, other {spread(1e3 * per['other_s'] / k)} ms")
+              f"{spread(1e3 * v for v in noncompute):>22} {spread(1e3 * v for v in transfer):>22}")
 
 
 def throughput(train, test, args) -> None:
