@@ -20,6 +20,7 @@ roles and hosts, and what was awaited. Ranks: 0 is the server, rank n + 1 is dev
 from __future__ import annotations
 
 import datetime
+import re
 import time
 from dataclasses import dataclass
 
@@ -80,6 +81,7 @@ def comm_error(me: PeerInfo, what: str, exc: BaseException, timeout_s: float) ->
     if "Timed out" in text or "timed out" in text:
         return CommError(f"{me}: {what} timed out after {timeout_s:g} s (is the peer alive and making progress?)")
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    first = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", first)  # gloo's source location
     closed = any(s in text for s in ("Connection closed", "Connection reset", "Broken pipe", "ECONNRESET"))
     return CommError(f"{me}: {what} failed: {first} (the peer may have died; see its log)", peer_failed=closed)
 

@@ -244,7 +244,7 @@ def _failure(procs: dict[int, subprocess.Popen], failed: list[tuple[int, int]], 
                 failed.append((rank, code))
         time.sleep(0.05)
     _stop(procs)
-    errors = {rank: _read_error(run_dir, rank) for rank, _ in failed}
+    errors = {rank: _read_error(run_dir, rank) for rank in procs}
 
     def cause_first(item):
         order, (rank, code) = item
@@ -263,8 +263,8 @@ def _failure(procs: dict[int, subprocess.Popen], failed: list[tuple[int, int]], 
     return LaunchError(
         f"rank {rank} ({role} on host {errors[rank].get('host', host)}, pid {procs[rank].pid}) failed: "
         f"{_describe_exit(code)}" + (f": {own}" if own else "") + f"\nThe other ranks were stopped: {others}.\n"
-        f"Last lines of {logs / f'rank{rank}.out'}:\n{_tail(logs / f'rank{rank}.out')}\n"
-        f"Its own log: {rank_log_path(run_dir, rank)}"
+        f"Last lines of its log {rank_log_path(run_dir, rank)}:\n{_tail(rank_log_path(run_dir, rank), 8)}\n"
+        f"Last lines of its output {logs / f'rank{rank}.out'}:\n{_tail(logs / f'rank{rank}.out')}"
     )
 
 
