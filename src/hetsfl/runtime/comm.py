@@ -8,7 +8,9 @@ posted), so
 - ``wait_s`` = from the moment the receiver starts waiting until the header arrives (the time it spent
   waiting for the other side: the peer's compute, earlier transfers, queueing),
 - ``transfer_s`` = from the header's arrival until the payload is complete (the payload's time on the link,
-  measured with the receiver's clock only, so it holds across hosts whose clocks differ).
+  measured with the receiver's clock only, so it holds across hosts whose clocks differ),
+- ``latency_s`` = the header's arrival minus the sender's wall clock when it sent it (one-way latency of a
+  small message; meaningful only when both clocks are the same, e.g. one host).
 
 When the size is not known in advance (``nbytes=None``) the payload receive is posted after the header
 arrived; the transfer then also contains one small round trip (gloo's receive-ready notice).
@@ -73,6 +75,7 @@ class Received:
     t_done: float
     round_idx: int
     seq: int
+    latency_s: float  # header arrival (receiver's wall clock) - header sent (sender's): same host only
 
 
 def comm_error(me: PeerInfo, what: str, exc: BaseException, timeout_s: float) -> CommError:
@@ -163,6 +166,7 @@ class Pending:
         t0 = time.perf_counter()
         link._wait(self._wh, self.what, timeout_s)
         t1 = time.perf_counter()
+        latency = time.time() - float(self.header[3])
         size, rnd, seq = int(self.header[0]), int(self.header[1]), int(self.header[2])
         if self.nbytes is not None and size != self.nbytes:
             raise CommError(
@@ -184,4 +188,4 @@ class Pending:
             link._wait(self._wp, self.what, timeout_s)
         t2 = time.perf_counter()
         payload = self.payload if self.payload is not None else torch.empty(0, dtype=torch.uint8)
-        return Received(payload, size, t1 - t0, t2 - t1, t2, rnd, seq)
+        return Received(payload, size, t1 - t0, t2 - t1, t2, rnd, seq, latency)

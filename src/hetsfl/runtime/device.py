@@ -40,6 +40,7 @@ class _Stats:
         self.v["down_bytes"] += got.nbytes
         self.v["down_s"] += got.transfer_s
         self.v["down_msgs"] += 1
+        self.v["down_latency_s"] += got.latency_s
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in self.v.items()}

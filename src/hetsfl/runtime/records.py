@@ -15,6 +15,9 @@
     losses; SL: with momentum buffers) and ``up_s`` (its time on the link, timed at the server from the
     header's arrival to the payload's completion), ``up_msgs`` messages (each also carries a 32-byte header);
   - ``down_bytes`` (V_n / 8: the model, the gradients) and ``down_s`` (timed at the device), ``down_msgs``;
+  - ``up_latency_s`` / ``down_latency_s``: the sum over the messages of their headers' one-way latency
+    (receiver's wall clock at arrival minus sender's at sending): the per-message cost the model has no
+    term for; only meaningful when sender and receiver share a clock (one host, e.g. emulation);
   - ``other_s`` = round_s - compute_s - up_s - down_s: what the model does not have (per-message latency,
     packing, scheduling, waiting for a shared server);
   - ``wait_s``: the device's time blocked before a gradient began to arrive (contains the uplink, the
@@ -84,9 +87,11 @@ DEVICE_COLUMNS = [
     "up_bytes",
     "up_s",
     "up_msgs",
+    "up_latency_s",
     "down_bytes",
     "down_s",
     "down_msgs",
+    "down_latency_s",
     "other_s",
     "wait_s",
     "send_s",

@@ -93,6 +93,7 @@ class DeviceRecord:
     up_bytes: float = 0.0
     up_s: float = 0.0
     up_msgs: int = 0
+    up_latency_s: float = 0.0
     losses: list[torch.Tensor] = field(default_factory=list)
     upload: dict[str, torch.Tensor] = field(default_factory=dict)
     report: dict[str, float] = field(default_factory=dict)
@@ -101,6 +102,7 @@ class DeviceRecord:
         self.up_bytes += got.nbytes
         self.up_s += got.transfer_s
         self.up_msgs += 1
+        self.up_latency_s += got.latency_s
 
 
 StepFn = Callable[[int, torch.Tensor, torch.Tensor, DeviceRecord], tuple[torch.Tensor, torch.Tensor | None]]
@@ -486,9 +488,11 @@ class ServerRunner:
                 "up_bytes": rec.up_bytes,
                 "up_s": rec.up_s,
                 "up_msgs": rec.up_msgs,
+                "up_latency_s": rec.up_latency_s,
                 "down_bytes": rep["down_bytes"],
                 "down_s": rep["down_s"],
                 "down_msgs": int(rep["down_msgs"]),
+                "down_latency_s": rep["down_latency_s"],
                 "other_s": round_s - compute - rec.up_s - rep["down_s"],
                 "wait_s": rep["wait_s"],
                 "send_s": rep["send_s"],
