@@ -144,3 +144,24 @@ def test_stop_after_round_and_launch_of_written_run(tmp_path):
     run_training(spec, train, test, parts, tmp_path / "engine", progress=False)
     assert_states_close(load_state(tmp_path / "engine" / "final_model.pt"), load_state(out / "final_model.pt"))
     assert len(pd.read_csv(out / "measured_devices.csv")) == 6
+
+
+def test_torchrun_runs_one_rank_per_process(tmp_path):
+    """The same entry point under torchrun (rank, world size and master from its environment)."""
+    import os
+    import subprocess
+    import sys
+
+    train, test = tiny_data()
+    parts = three_parts(len(train))
+    spec = spec_for("sfl")
+    out = tmp_path / "dist"
+    write_run(out, spec, train, test, parts, OPTS)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "4",
+           "-m", "hetsfl.runtime", "rank", "--run-dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+                          env=dict(os.environ, GLOO_SOCKET_IFNAME="lo"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(from env)" in (out / "logs" / "rank3.log").read_text()
+    run_training(spec, train, test, parts, tmp_path / "engine", progress=False)
+    assert_states_close(load_state(tmp_path / "engine" / "final_model.pt"), load_state(out / "final_model.pt"))
