@@ -165,3 +165,33 @@ def test_torchrun_runs_one_rank_per_process(tmp_path):
     assert "(from env)" in (out / "logs" / "rank3.log").read_text()
     run_training(spec, train, test, parts, tmp_path / "engine", progress=False)
     assert_states_close(load_state(tmp_path / "engine" / "final_model.pt"), load_state(out / "final_model.pt"))
+
+
+def test_ranks_from_slurm_environment(tmp_path):
+    """Four processes that know only what srun would tell them (SLURM_PROCID, SLURM_NTASKS, the node list,
+    the job id -> master port) form the run and finish it (the real srun test runs on the test cluster)."""
+    import os
+    import subprocess
+    import sys
+
+    from hetsfl.runtime.rendezvous import DEFAULT_SLURM_PORT_BASE, free_port
+
+    train, test = tiny_data()
+    parts = three_parts(len(train))
+    spec = spec_for("fl")
+    out = tmp_path / "dist"
+    write_run(out, spec, train, test, parts, OPTS)
+    port = free_port()
+    while not DEFAULT_SLURM_PORT_BASE <= port < DEFAULT_SLURM_PORT_BASE + 20000:
+        port = free_port()
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    base.update(GLOO_SOCKET_IFNAME="lo", SLURM_NTASKS="4", SLURM_JOB_NODELIST="localhost",
+                SLURM_JOB_ID=str(20000 + port - DEFAULT_SLURM_PORT_BASE))
+    procs = [subprocess.Popen([sys.executable, "-m", "hetsfl.runtime", "rank", "--run-dir", str(out)],
+                              env=dict(base, SLURM_PROCID=str(r)), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for r in range(4)]
+    errs = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errs
+    log = (out / "logs" / "rank2.log").read_text()
+    assert f"joined tcp://localhost:{port} as rank 2 of 4" in log and "(from slurm)" in log
+    assert (out / "summary.json").exists()
