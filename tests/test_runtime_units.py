@@ -173,7 +173,7 @@ def test_read_run_errors_and_options(tmp_path):
     (tmp_path / "run.json").write_text("{")
     with pytest.raises(RunConfigError, match="cannot read"):
         read_run(tmp_path)
-    for bad in ({"timeout_s": 0}, {"threads": 0}, {"stop_after_round": 0}):
+    for bad in ({"timeout_s": 0}, {"threads": 0}, {"stop_after_round": 0}, {"server_threads": 0}):
         with pytest.raises(RunConfigError):
             RunOptions(**bad)
 

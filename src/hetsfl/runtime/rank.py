@@ -121,8 +121,11 @@ def run_rank(run_dir: str | os.PathLike, rdv: Rendezvous, progress: bool = True,
             f"rank {rdv.rank} on host {host}: world size {rdv.world_size} but the run has {run.num_devices} "
             f"devices and needs {run.world_size} ranks (1 server + {run.num_devices} devices)"
         )
-    torch.set_num_threads(run.options.threads)
-    logger.info("pid %d, torch %s, %d thread(s), run %s", os.getpid(), torch.__version__, run.options.threads,
+    threads = run.options.threads
+    if rdv.rank == 0 and run.options.server_threads is not None:
+        threads = run.options.server_threads
+    torch.set_num_threads(threads)
+    logger.info("pid %d, torch %s, %d thread(s), run %s", os.getpid(), torch.__version__, threads,
                 Path(run_dir).resolve())
     logger.info("warm-up took %.3f s", warm_up())
     _init_group(rdv, host, run.options.timeout_s)

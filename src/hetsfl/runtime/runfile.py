@@ -50,13 +50,14 @@ class RunOptions:
 
     timeout_s: bound on every single wait (rendezvous, each receive and send); a rank that waits longer
       fails with an error naming the peer. A device of SL waits for its turn up to timeout_s x N.
-    threads: torch threads per rank (intra-op).
+    threads: torch threads per device rank (intra-op); server_threads: the server's (default: threads).
     stop_after_round: end cleanly after this round, with a checkpoint (None: run all rounds).
     """
 
     timeout_s: float = 300.0
     threads: int = 1
     stop_after_round: int | None = None
+    server_threads: int | None = None
 
     def __post_init__(self) -> None:
         self.timeout_s = float(self.timeout_s)
@@ -65,6 +66,12 @@ class RunOptions:
         if isinstance(self.threads, bool) or int(self.threads) != self.threads or self.threads < 1:
             raise RunConfigError(f"RunOptions.threads must be an integer >= 1, got {self.threads!r}")
         self.threads = int(self.threads)
+        if self.server_threads is not None:
+            if isinstance(self.server_threads, bool) or int(self.server_threads) != self.server_threads or (
+                self.server_threads < 1
+            ):
+                raise RunConfigError(f"RunOptions.server_threads must be an integer >= 1, got {self.server_threads!r}")
+            self.server_threads = int(self.server_threads)
         if self.stop_after_round is not None:
             if int(self.stop_after_round) != self.stop_after_round or self.stop_after_round < 1:
                 raise RunConfigError(f"RunOptions.stop_after_round must be >= 1, got {self.stop_after_round!r}")
