@@ -157,6 +157,8 @@ def test_write_and_read_run(tmp_path):
         ({"device": "cuda"}, None, "computes on the CPU"),
         ({"splits": [1]}, None, "has 1 entries but there are 2 partitions"),
         ({"method": "nope"}, None, "unknown training method"),
+        ({"lr": 0.0}, None, "lr must be a positive number"),
+        ({"momentum": -1.0}, None, "momentum must be"),
         ({}, [np.arange(8), np.arange(8, 17)], "outside 0..15"),
         ({}, [np.arange(8), np.arange(0)], "non-empty"),
     ],

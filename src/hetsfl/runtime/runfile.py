@@ -127,8 +127,15 @@ def check_spec(spec: TrainSpec, num_devices: int) -> None:
             )
     if any(k < 1 for k in spec.local_iters) or any(d < 1 for d in spec.batch_sizes):
         raise RunConfigError("local_iters and batch_sizes must be >= 1 for every device")
-    if spec.rounds < 1:
-        raise RunConfigError(f"TrainSpec.rounds must be >= 1, got {spec.rounds}")
+    if spec.rounds < 1 or spec.checkpoint_every < 1 or spec.eval_batch_size < 1:
+        raise RunConfigError("TrainSpec.rounds, checkpoint_every and eval_batch_size must be >= 1")
+    if spec.seed < 0:
+        raise RunConfigError(f"TrainSpec.seed must be >= 0, got {spec.seed}")
+    if not (math.isfinite(spec.lr) and spec.lr > 0):
+        raise RunConfigError(f"TrainSpec.lr must be a positive number, got {spec.lr}")
+    for name in ("momentum", "weight_decay"):
+        if not (math.isfinite(getattr(spec, name)) and getattr(spec, name) >= 0):
+            raise RunConfigError(f"TrainSpec.{name} must be a finite number >= 0, got {getattr(spec, name)}")
     if spec.device not in ("cpu", "auto"):
         raise RunConfigError(
             f"the distributed runtime computes on the CPU (gloo); TrainSpec.device is {spec.device!r}, "
