@@ -20,6 +20,7 @@ report: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks workflow/scripts
 	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/mypy
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
 dryrun: setup

@@ -110,7 +110,7 @@ def _short(message: str, limit: int = 160) -> str:
     return message if len(message) <= limit else message[: limit - 5] + " ...'"
 
 
-def validate_config(config: dict) -> dict:
+def validate_config(config: object) -> dict:
     """Return a validated copy of ``config`` with defaults filled in; raise ConfigError naming the key.
 
     Every message is one line: the key, what is wrong, and what would be valid.

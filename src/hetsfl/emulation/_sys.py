@@ -80,7 +80,7 @@ def write_record(name: str, kind: str, data: dict) -> None:
 
 def read_records(kind: str) -> dict[str, dict]:
     """All owner records of kind, by run name (unreadable records are skipped)."""
-    records = {}
+    records: dict[str, dict] = {}
     if not STATE_DIR.is_dir():
         return records
     for path in STATE_DIR.glob(f"*.{kind}.json"):

@@ -19,6 +19,7 @@ deadline tau and the band is used up. Two solvers:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -114,6 +115,13 @@ def deadline_search(
     lower = tau_lo) and ``converged`` whether every problem met the stopping rule within ``max_iter``.
     """
     B = float(total_bandwidth)
+    # The same code runs on floats (one problem) and on arrays (a batch): the operations are chosen here.
+    where: Callable[..., Any]
+    minimum: Callable[..., Any]
+    maximum: Callable[..., Any]
+    every: Callable[..., Any]
+    lo: Any
+    hi: Any
     if np.ndim(tau_lo) == 0:
         where, minimum, maximum, every = (lambda c, t, f: t if c else f), min, max, bool
         lo, hi = float(tau_lo), float(tau_hi)
@@ -182,7 +190,7 @@ def allocate_nested(
     tau_lo = np.max(A + U * phi_inf, axis=-1)
     tau_hi = np.max(latency(A, U, B / n, xu, xd), axis=-1)
 
-    last = {}
+    last: dict = {}
 
     def demand(tau):
         b, db = least_bandwidth(np.asarray(tau)[..., None] - A, U, xu, xd)

@@ -61,4 +61,5 @@ def allocate_cvxpy(
     b = np.maximum(frac.value, 0.0) * B
     # The solver's optimal value is accurate; re-evaluating T at its b is not (a bandwidth-starved device
     # turns a 1e-9 B error in b_n into a large error in T_n), so the objective is tau itself.
-    return float(tau.value), b, float(tau.value)
+    objective = float(tau.value)  # type: ignore[arg-type]  # solved: cvxpy's value is set
+    return objective, b, objective

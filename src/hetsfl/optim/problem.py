@@ -66,7 +66,7 @@ def _column_ok(values: list, sub: dict) -> bool:
     if kind in ("number", "integer"):
         if not keys <= {"type", "minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}:
             return False
-        allowed = {int} if kind == "integer" else {int, float}
+        allowed: set[type] = {int} if kind == "integer" else {int, float}
         if not set(map(type, values)) <= allowed:  # bools, strings, 3.0 as an integer: let jsonschema decide
             return False
         if kind == "integer" and (max(values) > 2**53 or min(values) < -(2**53)):

@@ -200,7 +200,7 @@ def joint_allocate(a, w, U, xu, xd, B: float, C: float):
     hi = float(tau_hi) if scalar else tau_hi
     tau, lower, _ = deadline_search(demand, lo, hi, C, rtol=1e-13)
     t = np.asarray(tau, float)
-    if not np.array_equal(last.get("tau"), t):
+    if "tau" not in last or not np.array_equal(last["tau"], t):
         demand(t)
     b, f = last["b"], last["f"]
     # Use at most the budgets (the search leaves ~1e-13 relative).

@@ -30,7 +30,7 @@ def joint_allocate_cvxpy(a, w, U, xu, xd, B: float, C: float, solver: str = "CLA
     for hi_u, hi_d in groups:
         i = np.flatnonzero(((qu >= HIGH_SNR) == hi_u) & ((qd >= HIGH_SNR) == hi_d))
         srv = [j for j in i if w[j] > 0]
-        server = 0
+        server: cp.Expression | float = 0.0
         if len(srv) == len(i):
             server = cp.multiply(w[i] / C, cp.inv_pos(ff[i]))
         elif srv:
@@ -41,4 +41,6 @@ def joint_allocate_cvxpy(a, w, U, xu, xd, B: float, C: float, solver: str = "CLA
     prob.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
     if prob.status not in ("optimal", "optimal_inaccurate") or fb.value is None:
         raise cp.error.SolverError(f"cvxpy joint step failed with {solver}: status {prob.status}")
-    return float(tau.value), np.maximum(fb.value, 0) * B, np.maximum(ff.value, 0) * C, float(tau.value)
+    fb_value, ff_value, objective = fb.value, ff.value, float(tau.value)  # type: ignore[arg-type]
+    assert fb_value is not None and ff_value is not None
+    return objective, np.maximum(fb_value, 0) * B, np.maximum(ff_value, 0) * C, objective

@@ -167,9 +167,11 @@ def optimal_bandwidth(problem: Problem, splits, seed: int, round_idx: int = 0, s
     except cp.error.SolverError:
         ok = False
     if ok:
-        b = np.maximum(frac.value, 0.0) * B
+        value = frac.value
+        assert value is not None
+        b = np.maximum(value, 0.0) * B
         b = b * min(1.0, B / b.sum())
-        return float(round_latency(p, s, b, seed, round_idx)), b, float(tau.value)
+        return float(round_latency(p, s, b, seed, round_idx)), b, float(tau.value)  # type: ignore[arg-type]
     # Rare badly scaled instances (a device in a deep fade next to one at > 60 dB): the best of feasible
     # candidates, flagged inexact by tau = None (the latency returned is still the true one at b).
     return _fallback_bandwidth(p, s, seed, round_idx, prob, frac)
@@ -223,6 +225,7 @@ def best_common_split(problem: Problem, seed: int, bandwidth: str = "optimal", r
         tried[int(c)] = T
         if best is None or T < best[0]:
             best = (T, s, b)
+    assert best is not None  # common is not empty
     return {"objective_s": best[0], "splits": best[1].tolist(), "bandwidth_hz": best[2].tolist(),
             "tried_splits": tried, "bandwidth_exact": exact}
 
@@ -270,7 +273,7 @@ def exhaustive_splits(problem: Problem, seed: int, round_idx: int = 0, limit: in
     if count > limit:
         raise ConfigError(f"exhaustive SFL-V2 search would try {count:,} combinations, above the limit {limit:,}")
     b = np.full(n, B / n)
-    best = (np.inf, None)
+    best: tuple[float, np.ndarray] = (np.inf, np.zeros(n, dtype=int))
     combos = itertools.product(*cands)
     while chunk := list(itertools.islice(combos, 8192)):
         S = np.array(chunk)

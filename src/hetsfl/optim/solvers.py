@@ -88,7 +88,7 @@ def exhaustive_optimum(
             "'global' or 'ao' (exact and fast), or raise optimize.exhaustive_limit / --exhaustive-limit"
         )
     rows = np.arange(len(A))
-    best_obj, best = np.inf, None
+    best_obj, best = np.inf, np.array([c[0] for c in cands])
     combos = itertools.product(*cands)
     while chunk := list(itertools.islice(combos, 4096)):
         S = np.array(chunk)

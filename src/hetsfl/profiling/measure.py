@@ -98,10 +98,10 @@ def time_units(
                 fwd[i].append(f)
                 bwd[i].append(b)
     stats = []
-    for f, b in zip(fwd, bwd, strict=True):
-        total = [x + y for x, y in zip(f, b, strict=True)]
+    for fs, bs in zip(fwd, bwd, strict=True):
+        total = [x + y for x, y in zip(fs, bs, strict=True)]
         stats.append({
-            "fwd": statistics.median(f), "bwd": statistics.median(b), "min": min(total),
+            "fwd": statistics.median(fs), "bwd": statistics.median(bs), "min": min(total),
             "q25": _quantile(total, 0.25), "q75": _quantile(total, 0.75), "max": max(total),
         })
     return stats

@@ -74,10 +74,11 @@ class DeviceRunner:
     def run(self, start: int, stop: int) -> None:
         if start >= stop:
             return
-        pending = self.link.post(Kind.MODEL_DOWN, self.down_layout.nbytes, start)
+        pending: Pending | None = self.link.post(Kind.MODEL_DOWN, self.down_layout.nbytes, start)
         for r in range(start, stop):
             torch.manual_seed(round_torch_seed(self.spec.seed, r))
             t0 = time.perf_counter()
+            assert pending is not None  # _round posts the next model receive while rounds remain
             pending = self._round(r, pending, r + 1 < stop)
             logger.info("device %d round %d/%d done in %.3f s", self.n, r + 1, stop, time.perf_counter() - t0)
 

@@ -61,7 +61,8 @@ class Plan:
     def build(cls, spec: TrainSpec, num_classes: int, input_shape: tuple[int, ...]) -> Plan:
         """The global model as the engine initialises it (torch.manual_seed(spec.seed), then build_model)."""
         torch.manual_seed(spec.seed)
-        model = build_model(spec.model, num_classes=int(num_classes), input_shape=tuple(input_shape))
+        c, h, w = input_shape
+        model = build_model(spec.model, num_classes=int(num_classes), input_shape=(c, h, w))
         check_splits(spec, model.num_units)
         return cls(spec, model, activation_shapes(model))
 

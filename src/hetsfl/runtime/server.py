@@ -219,11 +219,12 @@ class ServerRunner:
 
     # ---------------------------------------------------------------------------------------- serving
     def _parallel(self, serve: Callable[[int], DeviceRecord]) -> list[DeviceRecord]:
+        assert self.pool is not None  # every method but sl serves devices in parallel
         futures = [self.pool.submit(serve, n) for n in range(self.N)]
         done, _ = cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
         for f in futures:
-            if f in done and f.exception() is not None:
-                raise f.exception()
+            if f in done and (exc := f.exception()) is not None:
+                raise exc
         return [f.result() for f in futures]
 
     def _serve_split(self, n: int, r: int, payload: torch.Tensor, step: StepFn) -> DeviceRecord:
@@ -247,6 +248,7 @@ class ServerRunner:
             loss, grad = step(n, batch["x"], batch["y"], rec)
             rec.losses.append(loss)
             if needs_grad:
+                assert grad is not None
                 link.send(Kind.GRAD_DOWN, pack(grad_layout, {"x": grad}), r, k)
         self._finish(rec, up_pending, report_pending, up_layout)
         return rec
@@ -331,6 +333,7 @@ class ServerRunner:
                                 f"within {wait_s:g} s") from None
 
         payloads = [pack(self.plan.down_layout(n), global_state) for n in range(self.N)]
+        assert self.pool is not None
         futures = [self.pool.submit(self._serve_split, n, r, payloads[n], step) for n in range(self.N)]
         K = self.spec.local_iters
         loss_sum = torch.zeros((), dtype=torch.float32)
@@ -345,8 +348,8 @@ class ServerRunner:
                 reply.put((loss, grad))
         done, _ = cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
         for f in futures:
-            if f in done and f.exception() is not None:
-                raise f.exception()
+            if f in done and (exc := f.exception()) is not None:
+                raise exc
         records = [f.result() for f in futures]
         averager = UnitAverager(global_state, self.model.unit_names)
         for rec in records:
@@ -362,8 +365,8 @@ class ServerRunner:
                 return box.get(timeout=0.2)
             except queue.Empty:
                 for f in futures:
-                    if f.done() and f.exception() is not None:
-                        raise f.exception() from None
+                    if f.done() and (exc := f.exception()) is not None:
+                        raise exc from None
 
     def _round_sl(self, r: int) -> tuple[list[DeviceRecord], torch.Tensor]:
         self.model.train()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 LN2 = float(np.log(2.0))
 
@@ -34,12 +35,12 @@ def channel_gain(
     return gain
 
 
-def snr_bandwidth(power_w: np.ndarray, gain: np.ndarray, noise_psd_w_per_hz: float) -> np.ndarray:
+def snr_bandwidth(power_w: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: float) -> np.ndarray:
     """x = p h / N0 in Hz: the rate is r(b) = b log2(1 + x / b)."""
     return np.asarray(power_w, dtype=float) * np.asarray(gain, dtype=float) / noise_psd_w_per_hz
 
 
-def rate(bandwidth_hz: np.ndarray, x: np.ndarray) -> np.ndarray:
+def rate(bandwidth_hz: ArrayLike, x: ArrayLike) -> np.ndarray:
     """Shannon rate b log2(1 + x/b) in bit/s; 0 at b = 0 and x/ln2 as b -> inf."""
     b = np.asarray(bandwidth_hz, dtype=float)
     x = np.asarray(x, dtype=float)

@@ -11,6 +11,7 @@ upload plus one download.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetsfl.system.channel import LN2
 
@@ -41,7 +42,7 @@ def transfer_bits(k_iters, batch, smashed_bits, model_bits) -> np.ndarray:
     return k_iters * batch * smashed_bits + model_bits
 
 
-def seconds_per_bit(b: np.ndarray, xu: np.ndarray, xd: np.ndarray) -> np.ndarray:
+def seconds_per_bit(b: ArrayLike, xu: ArrayLike, xd: ArrayLike) -> np.ndarray:
     """phi(b) = 1/r_u(b) + 1/r_d(b) with r(b) = b log2(1 + x/b); +inf at b = 0."""
     b = np.asarray(b, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -49,12 +50,12 @@ def seconds_per_bit(b: np.ndarray, xu: np.ndarray, xd: np.ndarray) -> np.ndarray
     return np.where(b > 0, phi, np.inf)
 
 
-def seconds_per_bit_limit(xu: np.ndarray, xd: np.ndarray) -> np.ndarray:
+def seconds_per_bit_limit(xu: ArrayLike, xd: ArrayLike) -> np.ndarray:
     """phi(inf) = ln2 (1/x_u + 1/x_d): the floor of phi."""
     return LN2 / np.asarray(xu, dtype=float) + LN2 / np.asarray(xd, dtype=float)
 
 
-def latency(A: np.ndarray, U: np.ndarray, b: np.ndarray, xu: np.ndarray, xd: np.ndarray) -> np.ndarray:
+def latency(A: ArrayLike, U: ArrayLike, b: ArrayLike, xu: ArrayLike, xd: ArrayLike) -> np.ndarray:
     """T = A + U phi(b), elementwise with broadcasting; nothing to send (U = 0) takes no time at any b."""
     U = np.asarray(U, dtype=float)
     with np.errstate(invalid="ignore"):
