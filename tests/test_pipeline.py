@@ -65,6 +65,8 @@ def test_pipeline_outputs(workflow_copy):
     cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
     res = workflow_copy / cfg["results_dir"]
     scenarios = pd.read_csv(res / "tables/scenarios.csv")
+    assert set(scenarios["scenario"]) == set(cfg["scenarios"])
+    scenarios = scenarios[scenarios["scenario"] == "default"]
     assert set(scenarios["method"]) >= set(cfg["optimize"]["methods"])
     objective = scenarios.set_index("method")["objective_s"]
     assert objective["ao"] == pytest.approx(objective["global"], rel=1e-6)
