@@ -102,7 +102,7 @@ def overhead(train, test, args) -> None:
     parts = [np.arange(len(train))]
     for cut in (5, 4, 2):
         spec = TrainSpec(method="sfl", model="cnn", splits=[cut], rounds=args.rounds, local_iters=[k],
-                         batch_sizes=[args.batch], lr=0.01, momentum=0.9, seed=0)
+                         batch_sizes=[args.batch], lr=0.01, momentum=0.9, seed=0, bits_per_activation=32, bits_per_param=32)
         local, dist_pb, noncompute, transfer = [], [], [], []
         for _ in range(args.repeats):
             local += in_process_per_batch(spec, train, parts, args.rounds)
@@ -125,7 +125,7 @@ def throughput(train, test, args) -> None:
     parts = [np.sort(p) for p in np.array_split(perm, n)]
     splits = [(1, 2, 3, 4, 5)[i % 5] for i in range(n)]
     spec = TrainSpec(method="sfl", model="cnn", splits=splits, rounds=args.rounds, local_iters=[args.iters] * n,
-                     batch_sizes=[args.batch] * n, lr=0.01, momentum=0.9, seed=0)
+                     batch_sizes=[args.batch] * n, lr=0.01, momentum=0.9, seed=0, bits_per_activation=32, bits_per_param=32)
     eng, dis, ratios = [], [], []
     for _ in range(args.repeats):
         torch.set_num_threads(args.threads)

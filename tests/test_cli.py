@@ -31,8 +31,10 @@ def test_settings_are_stage_arguments(make):
     stage = {settings.profile_settings: profile.stage_profile, settings.problem_settings: problem.stage_problem,
              settings.optimize_settings: optimize.stage_optimize, settings.train_settings: train.stage_train}[make]
     for name in ("config", "paper", "test"):
-        kwargs = make(load_config(REPO / f"config/{name}.yaml"))
-        assert set(kwargs) <= set(inspect.signature(stage).parameters)
+        cfg = load_config(REPO / f"config/{name}.yaml")
+        for kwargs in [make(cfg)] + ([make(cfg, m) for m in ("ao", "sfl_v2")] if make is settings.optimize_settings
+                                     else []):
+            assert set(kwargs) <= set(inspect.signature(stage).parameters)
 
 
 def test_optimize_prints_one_line_and_writes_every_device(tmp_path, random_problem_document, capsys):

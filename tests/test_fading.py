@@ -8,13 +8,14 @@ and for stability when devices are added.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
 from hetsfl.errors import ConfigError
-from hetsfl.optim.problem import Problem
+from hetsfl.optim.problem import Problem, validate_document
 from hetsfl.optim.rounds import POLICIES, simulate_rounds
 from hetsfl.optim.solvers import solve
 from hetsfl.system.fading import fading_power, fading_powers, round_gains
@@ -139,3 +140,77 @@ def test_sfl_v2_clock_under_fading(random_problem_document):
     none = simulate_rounds(p, "sfl_v2_common", "static", R, fading="none", train_seed=2)
     assert none["round_latency_s"] == pytest.approx(sfl_v2.round_latencies(p, kept["splits"], kept["bandwidth_hz"], 2,
                                                                             R), rel=1e-12)
+
+
+def test_per_round_scenario_keeps_the_mean_gain_and_tells_the_problem():
+    """fading rayleigh_per_round: the scenario's gain is the no-fading gain (same shadowing draws), the kind is
+    in the scenario and the problem's meta; a single-draw rayleigh scenario differs only by that draw."""
+    from hetsfl.config import load_config, scenario_spec
+    from hetsfl.optim.build import build_problem
+    from hetsfl.system.scenario import generate_scenario
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
+    spec = scenario_spec(cfg, "default")
+    plain = generate_scenario(spec, 5, "a")
+    per_round = generate_scenario({**spec, "fading": "rayleigh_per_round"}, 5, "b")
+    once = generate_scenario({**spec, "fading": "rayleigh"}, 5, "c")
+    g0, g1, g2 = (np.array([d["channel_gain"] for d in s["devices"]]) for s in (plain, per_round, once))
+    np.testing.assert_array_equal(g0, g1)
+    assert not np.allclose(g0, g2) and np.all(g2 > 0)
+    assert (plain["fading"], per_round["fading"], once["fading"]) == ("none", "rayleigh_per_round", "rayleigh")
+    profile = {"meta": {"model": "cnn"}, "units": [
+        {"name": "u1", "fwd_flops": 1e6, "bwd_flops": 2e6, "out_bits": 1e4, "param_bits": 1e5},
+        {"name": "u2", "fwd_flops": 1e6, "bwd_flops": 2e6, "out_bits": 1e3, "param_bits": 1e5}]}
+    doc = build_problem(per_round, profile)
+    validate_document(doc, "problem", "per-round problem")
+    assert doc["meta"]["fading"] == "rayleigh_per_round"
+
+
+def test_rounds_stage_table_is_simulate_rounds(random_problem_document, tmp_path):
+    """The rounds stage writes simulate_rounds's latencies for every method and policy; a problem without
+    per-round fading is refused with a message naming the setting."""
+    import json
+
+    import pandas as pd
+
+    from hetsfl.errors import ConfigError
+    from hetsfl.stages.rounds import stage_rounds
+
+    doc = random_problem_document(np.random.default_rng(21), 5, 5)
+    doc["meta"] = {"scenario": "fading-test", "fading": "rayleigh_per_round"}
+    path, out = tmp_path / "p.json", tmp_path / "rounds.csv"
+    path.write_text(json.dumps(doc))
+    table = stage_rounds(problem_path=path, out=out, methods=["ao", "fl"], rounds=4)
+    pd.testing.assert_frame_equal(table, pd.read_csv(out), check_exact=False, rtol=1e-12)
+    p = Problem.from_dict(doc)
+    for (method, policy), part in table.groupby(["method", "policy"]):
+        sim = simulate_rounds(p, method, policy, 4)
+        assert part["round_latency_s"].tolist() == pytest.approx(sim["round_latency_s"], rel=1e-12)
+        assert part["sim_time_s"].tolist() == pytest.approx(sim["sim_time_s"], rel=1e-12)
+        assert part["round"].tolist() == [1, 2, 3, 4]
+    assert set(table["policy"]) == {"static", "static_first", "per_round"}
+    ao = table[table["method"] == "ao"].groupby("policy")["round_latency_s"].sum()
+    assert ao["per_round"] <= ao["static"] * (1 + 1e-9)
+    doc["meta"]["fading"] = "none"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match="rayleigh_per_round"):
+        stage_rounds(problem_path=path, out=tmp_path / "no.csv", methods=["ao"], rounds=2)
+    assert not (tmp_path / "no.csv").exists()
+
+
+def test_train_stage_uses_the_policy_under_per_round_fading(random_problem_document, tmp_path):
+    import json
+
+    from hetsfl.optim.solvers import solve
+    from hetsfl.stages.train import round_latencies
+
+    doc = random_problem_document(np.random.default_rng(22), 4, 5)
+    doc["meta"] = {"scenario": "x", "fading": "rayleigh_per_round"}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    p = Problem.from_dict(doc)
+    sol = solve(p, "ao")
+    for policy in ("static", "per_round"):
+        got = round_latencies(path, doc, sol, policy, 3, 0)
+        assert got == pytest.approx(simulate_rounds(p, "ao", policy, 3)["round_latency_s"], rel=1e-12)
+    assert len(set(got)) == 3

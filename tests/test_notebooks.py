@@ -111,6 +111,23 @@ def write_sweep(root: Path, sweep: str, key: str, values: list) -> str:
     return str(path)
 
 
+def write_rounds(root: Path, scenario: str, rounds: int = 5) -> str:
+    """A rounds table as the rounds rule writes it (stages.rounds.COLUMNS)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for method in ("ao", "fl"):
+        for policy in ("static", "static_first", "per_round"):
+            lat = rng.uniform(5.0, 9.0, rounds) * (1.0 if policy == "per_round" else 1.2)
+            for r in range(rounds):
+                rows.append({"scenario": scenario, "method": method, "policy": policy, "round": r + 1,
+                             "round_latency_s": lat[r], "sim_time_s": lat[: r + 1].sum(),
+                             "solve_time_s": 0.01 if policy == "per_round" or r == 0 else 0.0})
+    path = root / f"tables/rounds_{scenario}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
 def write_metrics(root: Path, method: str, seed: int, latency: float, rounds: int = 8) -> str:
     rng = np.random.default_rng(seed)
     r = np.arange(1, rounds + 1)
@@ -143,13 +160,17 @@ def test_latency_notebook_with_two_of_the_three_sweeps(tmp_path):
     root = tmp_path / "results"
     problem, solution = write_problem_and_solution(root)
     tables = [write_sweep(root, "devices", "num_devices", [5, 10, 20]),
-              write_sweep(root, "compute-spread", "device_flops", [[5e9, 6e9], [1e9, 1e10]])]
+              write_sweep(root, "compute-spread", "device_flops", [[5e9, 6e9], [1e9, 1e10]]),
+              write_sweep(root, "devices-optimized", "num_devices", [5, 10, 20]),
+              write_sweep(root, "server-sharing", "server_sharing", ["equal", "dedicated", "optimized"])]
     out_dir, stdout = execute("latency", tmp_path, sweep_tables=tables, scenario="default", problem=problem,
-                              ao_solution=solution)
+                              ao_solution=solution, rounds_tables=[write_rounds(root, "rayleigh-per-round")])
     expected = [s for s in FIGURES["latency"] if s != "latency_vs_total_bandwidth_hz"]
     assert_figures(out_dir, expected)
     assert not (out_dir / "latency_vs_total_bandwidth_hz.png").exists()
+    assert not (out_dir / "latency_vs_server_sharing.png").exists()
     assert "gap to the global optimum" in stdout
+    assert "round latency (s) by server sharing rule" in stdout and "speedup_per_round_vs_static" in stdout
     assert_kernel_is_this_python(stdout)
 
 

@@ -65,6 +65,8 @@ def test_pipeline_outputs(workflow_copy):
     cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
     res = workflow_copy / cfg["results_dir"]
     scenarios = pd.read_csv(res / "tables/scenarios.csv")
+    assert set(scenarios["scenario"]) == set(cfg["scenarios"])
+    scenarios = scenarios[scenarios["scenario"] == "default"]
     assert set(scenarios["method"]) >= set(cfg["optimize"]["methods"])
     objective = scenarios.set_index("method")["objective_s"]
     assert objective["ao"] == pytest.approx(objective["global"], rel=1e-6)
@@ -83,6 +85,27 @@ def test_pipeline_outputs(workflow_copy):
         assert list((res / f"figures/{name}").glob("*.png")) and list((res / f"figures/{name}").glob("*.pdf"))
 
 
+def cfg_sweeps(workflow_copy) -> dict:
+    return yaml.safe_load((workflow_copy / "config/test.yaml").read_text())["sweeps"]
+
+
+def test_issue_10_outputs(workflow_copy):
+    """Server-sharing sweep, the rounds table of the per-round fading scenario, SFL-V2 trained on its own clock."""
+    cfg = yaml.safe_load((workflow_copy / "config/test.yaml").read_text())
+    res = workflow_copy / cfg["results_dir"]
+    sharing = pd.read_csv(res / "tables/sweep_sharing.csv").pivot_table(index="method", columns="value",
+                                                                       values="objective_s")
+    assert (sharing["optimized"] <= sharing["equal"] * (1 + 1e-9)).loc[["ao", "global", "exhaustive"]].all()
+    rounds = pd.read_csv(res / "tables/rounds_per-round.csv")
+    assert set(rounds["policy"]) == {"static", "static_first", "per_round"}
+    assert set(rounds["method"]) == set(cfg["optimize"]["methods"])
+    assert len(rounds) == 3 * len(cfg["optimize"]["methods"]) * cfg["train"]["rounds"]
+    v2 = json.loads((res / "solutions/default/sfl_v2.json").read_text())
+    assert v2["latency_model"] == "sfl_v2" and len(v2["round_latency_s"]) == cfg["train"]["rounds"]
+    metrics = pd.read_csv(res / "train/sfl_v2/seed0/metrics.csv")
+    assert metrics["round_latency_s"].tolist() == pytest.approx(v2["round_latency_s"], rel=1e-12)
+
+
 def test_second_run_has_nothing_to_do(workflow_copy):
     assert planned_jobs(snakemake(workflow_copy, "-n")) == {}
 
@@ -92,7 +115,7 @@ def test_a_second_configuration_has_its_own_results(workflow_copy):
     cfg["results_dir"], cfg["logs_dir"] = "results/other", "logs/other"
     (workflow_copy / "other.yaml").write_text(yaml.safe_dump(cfg))
     jobs = planned_jobs(snakemake(workflow_copy, "-n", "optimize_all", config="other.yaml"))
-    n_scenarios = 1 + len(cfg["sweeps"]["devices"]["values"])
+    n_scenarios = len(cfg["scenarios"]) + sum(len(s["values"]) for s in cfg["sweeps"].values())
     assert jobs["profile"] == 1 and jobs["scenario"] == n_scenarios and jobs["problem"] == n_scenarios
     proc = snakemake(workflow_copy, "-n", "--printshellcmds", "optimize_all", config="other.yaml")
     written = [line.split(":", 1)[1] for line in proc.stdout.splitlines() if line.strip().startswith("output:")]
@@ -139,7 +162,8 @@ def test_code_change_reruns_the_stages_that_import_it(workflow_copy):
     summary = workflow_copy / "src/hetsfl/optim/tables.py"
     summary.write_text(summary.read_text() + "\n# edited\n")  # only the table rules import it
     jobs = planned_jobs(snakemake(workflow_copy, "-n"))
-    assert jobs == {"scenario_table": 1, "sweep_table": 1, "notebook": 1, "all": 1}  # latency notebook
+    assert jobs == {"scenario_table": 1, "sweep_table": len(cfg_sweeps(workflow_copy)), "notebook": 1,
+                    "all": 1}  # latency notebook
     solvers = workflow_copy / "src/hetsfl/optim/solvers.py"
     solvers.write_text(solvers.read_text() + "\n# edited\n")
     jobs = planned_jobs(snakemake(workflow_copy, "-n"))

@@ -353,3 +353,55 @@ def test_setup_notebook(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"python: {sys.executable}" in printed and f"figures -> {out}" in printed
     assert pd.get_option("display.width") == 200
+
+
+# ---- issue 10: server sharing and per-round fading ---------------------------------------------------------
+def _sweep_rows(sweep, key, values, objective):
+    return [{"sweep": sweep, "key": key, "value": v, "scenario": f"{sweep}_{i}", "method": m,
+             "objective_s": objective(i, m)} for i, v in enumerate(values) for m in ("ao", "fl")]
+
+
+def test_sharing_table_and_gain():
+    rows = _sweep_rows("server-sharing", "server_sharing", ["equal", "dedicated", "optimized"],
+                       lambda i, m: {"ao": [4.0, 2.0, 3.0], "fl": [5.0, 5.0, 5.0]}[m][i])
+    rows += _sweep_rows("devices", "num_devices", [5, 10], lambda i, m: 2.0 + i)
+    rows += _sweep_rows("devices-optimized", "num_devices", [5, 10], lambda i, m: (2.0 + i) * (0.8 if m == "ao" else 1))
+    rows += _sweep_rows("bandwidth", "total_bandwidth_hz", [1e6], lambda i, m: 1.0)  # no twin: left out
+    sweeps = pd.DataFrame(rows)
+    table = R.sharing_table(sweeps)
+    assert list(table.columns) == ["equal", "dedicated", "optimized", "gain_vs_equal_%"]
+    assert table.loc[R.method_label("ao")].tolist() == pytest.approx([4.0, 2.0, 3.0, 25.0])
+    assert table.loc["FL", "gain_vs_equal_%"] == 0.0
+    gain = R.sharing_gain(sweeps)
+    assert set(gain["sweep"]) == {"devices"} and len(gain) == 4
+    assert gain.loc[gain["method"] == "ao", "gain_%"].tolist() == pytest.approx([20.0, 20.0])
+    assert gain.loc[gain["method"] == "fl", "gain_%"].tolist() == pytest.approx([0.0, 0.0])
+    for fig in (R.plot_sharing(sweeps), R.plot_sharing_gain(gain)):
+        assert fig.axes
+        plt.close(fig)
+    empty = pd.DataFrame(rows[-2:])
+    assert R.sharing_table(empty).empty and R.sharing_gain(empty).empty
+    with pytest.raises(ValueError, match="server_sharing"):
+        R.plot_sharing(empty)
+
+
+def test_rounds_summary_speedup_and_reoptimisation_fraction(tmp_path):
+    lat = {"static": [2.0, 4.0], "static_first": [1.0, 5.0], "per_round": [1.0, 2.0]}
+    solve = {"static": [0.5, 0.0], "static_first": [0.2, 0.0], "per_round": [0.1, 0.3]}
+    rows = [{"scenario": "f", "method": "ao", "policy": pol, "round": r + 1, "round_latency_s": lat[pol][r],
+             "sim_time_s": float(np.cumsum(lat[pol])[r]), "solve_time_s": solve[pol][r]}
+            for pol in ("per_round", "static", "static_first") for r in range(2)]
+    path = tmp_path / "rounds_f.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    rounds = R.load_rounds([path])
+    summary = R.rounds_summary(rounds)
+    assert summary["policy"].tolist() == ["static", "static_first", "per_round"]
+    per = summary.set_index("policy")
+    assert per.at["static", "total_time_s"] == 6.0 and per.at["per_round", "total_time_s"] == 3.0
+    assert per.at["static", "mean_solve_s"] == 0.5 and per.at["per_round", "mean_solve_s"] == pytest.approx(0.2)
+    assert per.at["static", "speedup_per_round_vs_static"] == pytest.approx(2.0)
+    assert per.at["static", "reopt_time_per_round_latency"] == pytest.approx(0.2 / 1.5)
+    fig = R.plot_cumulative_time(rounds)
+    assert len(fig.axes[0].lines) == 3
+    plt.close(fig)
+    assert R.load_rounds([]).empty

@@ -115,7 +115,7 @@ def test_unit_layouts_cover_the_model_state_once():
 def test_plan_bits_follow_the_formula():
     """32 (K D a(s) + W(s)) with a(s) from the activation shape and W(s) the parameters, computed here."""
     spec = TrainSpec(method="sfl", model="cnn", splits=[1, 4, 5], rounds=1, local_iters=[2, 3, 4],
-                     batch_sizes=[5, 6, 7], lr=0.1)
+                     batch_sizes=[5, 6, 7], lr=0.1, bits_per_activation=32, bits_per_param=32)
     plan = Plan.build(spec, 10, (1, 28, 28))
     act = {1: 32 * 28 * 28, 4: 64 * 7 * 7, 5: 512}
     w = {1: 32 * 25 + 32, 4: 32 * 25 + 32 + 64 * 32 * 25 + 64}
@@ -135,7 +135,7 @@ def _data():
 
 
 def _spec(**kw):
-    base = dict(method="sfl", model="cnn", splits=[1, 2], rounds=2, local_iters=[1, 1], batch_sizes=[2, 2], lr=0.1)
+    base = dict(method="sfl", model="cnn", splits=[1, 2], rounds=2, local_iters=[1, 1], batch_sizes=[2, 2], lr=0.1, bits_per_activation=32, bits_per_param=32)
     base.update(kw)
     return TrainSpec(**base)
 

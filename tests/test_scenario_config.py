@@ -241,3 +241,19 @@ def test_scenario_spec_named_and_sweep_point(cfg):
     for name in all_scenarios(cfg):
         scen = generate_scenario(scenario_spec(cfg, name), cfg["seed"], name)
         assert len(scen["devices"]) == scenario_spec(cfg, name)["num_devices"]
+
+
+def test_server_sharing_sweep_and_issue_10_settings():
+    """A sweep over server_sharing takes the three rules (string values) and refuses others; the default
+    config's new scenarios and train.fading_policy validate."""
+    cfg = validate_config({"sweeps": {"s": {"key": "server_sharing", "values": ["equal", "dedicated", "optimized"]}}})
+    assert [scenario_spec(cfg, f"s_{i}")["server_sharing"] for i in range(3)] == ["equal", "dedicated", "optimized"]
+    with pytest.raises(ConfigError, match=r"sweeps\.s\.values\[1\].*'shared' is not a valid server_sharing"):
+        validate_config({"sweeps": {"s": {"key": "server_sharing", "values": ["equal", "shared"]}}})
+    assert validate_config({})["train"]["fading_policy"] == "per_round"
+    with pytest.raises(ConfigError, match="allowed: static, static_first, per_round"):
+        validate_config({"train": {"fading_policy": "sometimes"}})
+    shipped = load_config(CONFIG)
+    assert scenario_spec(shipped, "rayleigh-per-round")["fading"] == "rayleigh_per_round"
+    assert scenario_spec(shipped, "optimized-server")["server_sharing"] == "optimized"
+    assert scenario_spec(shipped, "devices-optimized_0")["server_sharing"] == "optimized"

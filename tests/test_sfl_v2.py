@@ -263,3 +263,52 @@ def test_fallback_when_the_program_fails(random_problem_document, monkeypatch):
     assert T == pytest.approx(float(sfl_v2.round_latency(p, [2, 2, 2], b, 0)), rel=1e-12)
     assert T >= good[0] * (1 - 1e-6)
     assert sfl_v2.solve_sfl_v2(p, "sfl_v2_common", seed=0)["bandwidth_exact"] is False
+
+
+@pytest.mark.parametrize("method", sfl_v2.V2_METHODS)
+def test_v2_methods_through_the_solver_registry_and_the_optimize_stage(method, random_problem_document, tmp_path):
+    """solvers.solve (SOLVERS) and stage_optimize give solve_sfl_v2's answer for the order seed and rounds;
+    with optimized server sharing they are a clear error."""
+    import json
+
+    from hetsfl.errors import ConfigError
+    from hetsfl.optim.solvers import SOLVERS, solve
+    from hetsfl.stages.optimize import stage_optimize
+
+    assert method in SOLVERS
+    doc = random_problem_document(np.random.default_rng(11), 3, 5)
+    p = Problem.from_dict(doc)
+    direct = sfl_v2.solve_sfl_v2(p, method, seed=2, rounds=4)
+    via = solve(p, method, seed=2, rounds=4)
+    for key in ("splits", "bandwidth_hz", "objective_s", "round_latency_s", "per_device", "latency_model",
+                "order_seed", "server_busy_s"):
+        assert via[key] == direct[key], key
+    assert via["method"] == method and len(via["round_latency_s"]) == 4
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    staged = stage_optimize(problem_path=path, method=method, out=tmp_path / "s.json", seed=2, rounds=4)
+    assert staged["objective_s"] == direct["objective_s"]
+    assert json.loads((tmp_path / "s.json").read_text())["round_latency_s"] == direct["round_latency_s"]
+    doc["server"]["sharing"] = "optimized"
+    with pytest.raises(ConfigError, match="does not apply"):
+        solve(Problem.from_dict(doc), method)
+
+
+def test_train_stage_times_sfl_v2_by_its_own_clock(random_problem_document, tmp_path):
+    """The train stage's per-round latencies: SFL-V2 each round with its own order for the training seed
+    (the solution's list for the order seed), other methods none (the solution's objective every round)."""
+    import json
+
+    from hetsfl.optim.solvers import solve
+    from hetsfl.stages.train import round_latencies
+
+    doc = random_problem_document(np.random.default_rng(12), 4, 5)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    p = Problem.from_dict(doc)
+    v2 = solve(p, "sfl_v2", seed=0, rounds=3)
+    assert round_latencies(path, doc, v2, "per_round", 3, 0) == pytest.approx(v2["round_latency_s"], rel=1e-12)
+    other = round_latencies(path, doc, v2, "per_round", 5, 7)
+    assert other == pytest.approx(sfl_v2.round_latencies(p, v2["splits"], v2["bandwidth_hz"], 7, 5), rel=1e-12)
+    assert len(set(np.round(other, 12))) > 1  # the order changes the round's latency
+    assert round_latencies(path, doc, solve(p, "ao"), "per_round", 3, 0) is None

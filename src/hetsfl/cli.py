@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--max-iters", type=_int_at_least(1), default=100)
     p.add_argument("--exhaustive-limit", type=_int_at_least(1), default=200_000)
-    p.add_argument("--seed", type=_int_at_least(0), default=None, help="seed for random_split (default: the problem's)")
+    p.add_argument("--seed", type=_int_at_least(0), default=None,
+                   help="seed for random_split (default: the problem's); sfl_v2*: the training seed whose order is timed")
+    p.add_argument("--rounds", type=_int_at_least(1), default=1, help="sfl_v2*: rounds whose latencies are listed")
 
     p = sub.add_parser("train", help="train one method with the splits of its solution")
     p.add_argument("--config", required=True)
@@ -187,7 +189,8 @@ def _run(args: argparse.Namespace) -> int:
         from hetsfl.stages.optimize import stage_optimize, summary
 
         solution = stage_optimize(problem_path=args.problem, method=args.method, out=args.out,
-                                  max_iters=args.max_iters, exhaustive_limit=args.exhaustive_limit, seed=args.seed)
+                                  max_iters=args.max_iters, exhaustive_limit=args.exhaustive_limit, seed=args.seed,
+                                  rounds=args.rounds)
         print(summary(solution))
     elif args.command == "train":
         from hetsfl.stages.train import stage_train

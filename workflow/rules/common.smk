@@ -32,6 +32,7 @@ PATHS = {
     "solution": f"{RESULTS}/solutions/{{scenario}}/{{method}}.json",
     "scenario_table": f"{RESULTS}/tables/scenarios.csv",
     "sweep_table": f"{RESULTS}/tables/sweep_{{sweep}}.csv",
+    "rounds_table": f"{RESULTS}/tables/rounds_{{scenario}}.csv",
     "train": f"{RESULTS}/train/{{method}}/seed{{seed}}/{{file}}",
     "notebook": f"{RESULTS}/notebooks/{{name}}.{{ext}}",
     "figures": f"{RESULTS}/figures/{{name}}",
@@ -43,6 +44,7 @@ LOG_PATHS = {
     "optimize": f"{LOGS}/optimize/{{scenario}}/{{method}}.log",
     "scenario_table": f"{LOGS}/tables/scenarios.log",
     "sweep_table": f"{LOGS}/tables/sweep_{{sweep}}.log",
+    "rounds_table": f"{LOGS}/tables/rounds_{{scenario}}.log",
     "train": f"{LOGS}/train/{{method}}/seed{{seed}}.log",
     "notebook": f"{LOGS}/notebook/{{name}}.log",
 }
@@ -95,9 +97,16 @@ def sweep_scenarios(sweep):
     return [f"{sweep}_{i}" for i in range(len(config["sweeps"][sweep]["values"]))]
 
 
+# Named scenarios whose channels are redrawn every round: each gets a rounds table (stages.rounds).
+PER_ROUND = [
+    s for s in NAMED if scenario_spec(config, s)["fading"] == "rayleigh_per_round"
+]
+
+
 def optimisation_targets():
     targets = [result("scenario_table")]
     targets += [result("sweep_table", sweep=s) for s in config["sweeps"]]
+    targets += [result("rounds_table", scenario=s) for s in PER_ROUND]
     return targets
 
 

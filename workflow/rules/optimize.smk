@@ -34,7 +34,7 @@ rule optimize:
         mem_mb=1000,
         runtime=10,
     params:
-        **settings.optimize_settings(config),
+        settings=lambda w: settings.optimize_settings(config, w.method),
     script:
         "../scripts/optimize.py"
 
@@ -81,3 +81,23 @@ rule sweep_table:
         values=lambda w: settings.sweep_settings(config, w.sweep)["values"],
     script:
         "../scripts/sweep_table.py"
+
+
+rule rounds_table:
+    input:
+        code=code("rounds"),
+        problem=result("problem"),
+    output:
+        result("rounds_table"),
+    log:
+        log_path("rounds_table"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    params:
+        **settings.rounds_settings(config),
+    script:
+        "../scripts/rounds_table.py"

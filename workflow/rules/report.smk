@@ -23,6 +23,7 @@ NOTEBOOK_PYTHON = (
 NOTEBOOK_DATA = {
     "latency": {
         "sweep_tables": [result("sweep_table", sweep=s) for s in config["sweeps"]],
+        "rounds_tables": [result("rounds_table", scenario=s) for s in PER_ROUND],
         "problem": result("problem", scenario=REPORT_SCENARIO),
         "ao_solution": result("solution", scenario=REPORT_SCENARIO, method="ao"),
     },

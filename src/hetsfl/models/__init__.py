@@ -39,7 +39,7 @@ def _check_shape(input_shape: tuple[int, ...]) -> tuple[int, int, int]:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape must be (C, H, W) with positive integers, got {input_shape!r}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def default_input_shape(name: str) -> tuple[int, int, int]:

@@ -31,5 +31,6 @@ def build_problem(scenario: dict, profile: dict, optimizer_state_copies: int = 1
         "min_split": scenario["min_split"],
         "optimizer_state_copies": int(optimizer_state_copies),
         "seed": int(scenario["seed"]),
-        "meta": {"scenario": scenario["name"], "model": meta.get("model", "unknown")},
+        "meta": {"scenario": scenario["name"], "model": meta.get("model", "unknown"),
+                 "fading": scenario.get("fading", "none")},
     }

@@ -154,6 +154,7 @@ class SolveInputs:
     max_iters: int
     exhaustive_limit: int
     seed: int | None
+    rounds: int = 1  # SFL-V2: rounds whose latencies the solution lists
 
     @cached_property
     def mask(self) -> np.ndarray:
@@ -248,6 +249,20 @@ def _solve_sl(x: SolveInputs) -> Answer:
     return cols, b, [], {"sequential": True, "tried_splits": tried}
 
 
+def _solve_sfl_v2(x: SolveInputs, method: str = "sfl_v2") -> Answer:
+    """SFL-V2 under its own clock (optim.sfl_v2), for the device order of training seed ``x.seed`` (default 0).
+    Its extra fields (objective_s, per_device, round_latency_s, ...) replace the SFL-V1 evaluation."""
+    from hetsfl.optim.sfl_v2 import solve_sfl_v2
+
+    own = solve_sfl_v2(x.problem, method, seed=0 if x.seed is None else int(x.seed), rounds=x.rounds)
+    extra = {k: v for k, v in own.items() if k not in ("method", "meta")}
+    return np.asarray(own["splits"]) - 1, np.asarray(own["bandwidth_hz"]), [], extra
+
+
+def _solve_sfl_v2_common(x: SolveInputs) -> Answer:
+    return _solve_sfl_v2(x, "sfl_v2_common")
+
+
 # The one registry of optimisation methods: name -> solver. The config schema's `optimize.methods`, the
 # solution schema's `method` and the CLI's choices are tested against it (tests/test_registries.py).
 SOLVERS: dict[str, Callable[[SolveInputs], Answer]] = {
@@ -260,6 +275,8 @@ SOLVERS: dict[str, Callable[[SolveInputs], Answer]] = {
     "fl": _solve_fl,
     "sl": _solve_sl,
     "ao_cvxpy": _solve_ao_cvxpy,  # reference only: AO with the bandwidth step by cvxpy (tests, benchmark)
+    "sfl_v2": _solve_sfl_v2,  # SFL-V2's own clock: individual cuts (local search), exact bandwidth
+    "sfl_v2_common": _solve_sfl_v2_common,  # SFL-V2's own clock: the best common cut, exact bandwidth
 }
 # Methods whose rounds are sequential (devices take turns, each with the whole band).
 SEQUENTIAL = frozenset({"sl"})
@@ -269,11 +286,14 @@ METHODS = tuple(m for m in SOLVERS if m not in REFERENCE_METHODS)
 
 
 def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit: int = 200_000,
-          seed: int | None = None) -> dict:
-    """Solve ``problem`` with ``method`` and return a solution dictionary (schemas/solution.schema.json)."""
+          seed: int | None = None, rounds: int = 1) -> dict:
+    """Solve ``problem`` with ``method`` and return a solution dictionary (schemas/solution.schema.json).
+
+    ``seed``: random_split's draw (default: the problem's seed); for sfl_v2 and sfl_v2_common the training
+    seed whose device order is timed (default 0), ``rounds`` the rounds whose latencies they list."""
     if method not in SOLVERS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if problem.sharing == "optimized" and method not in ("fl", "sl"):
+    if problem.sharing == "optimized" and method not in ("fl", "sl", "sfl_v2", "sfl_v2_common"):
         # issue 10: server compute as a decision variable (fl: no server work; sl: the whole server in turn)
         from hetsfl.optim.server_sharing import solve_optimized
 
@@ -281,7 +301,7 @@ def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit:
     start = time.perf_counter()
     sequential = method in SEQUENTIAL
     A_all, U_all = problem.terms(sequential=sequential)
-    inputs = SolveInputs(problem, A_all, U_all, max_iters, exhaustive_limit, seed)
+    inputs = SolveInputs(problem, A_all, U_all, max_iters, exhaustive_limit, seed, int(rounds))
     cols, b, iterations, extra = SOLVERS[method](inputs)
     solution = build_solution(problem, method, cols + 1, b, iterations, time.perf_counter() - start, sequential)
     solution.update(extra)
@@ -290,7 +310,7 @@ def solve(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit:
 
 
 def solve_or_infeasible(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit: int = 200_000,
-                        seed: int | None = None) -> dict:
+                        seed: int | None = None, rounds: int = 1) -> dict:
     """``solve``, except that an infeasible problem is a result, not an error.
 
     Returns the solution of ``solve`` (``status: "feasible"``), or, when ``solve`` raises InfeasibleError, a
@@ -302,7 +322,7 @@ def solve_or_infeasible(problem: Problem, method: str, max_iters: int = 100, exh
     """
     start = time.perf_counter()
     try:
-        return solve(problem, method, max_iters, exhaustive_limit, seed)
+        return solve(problem, method, max_iters, exhaustive_limit, seed, rounds)
     except InfeasibleError as exc:
         return infeasible_solution(problem, method, str(exc), exc.devices, time.perf_counter() - start)
 

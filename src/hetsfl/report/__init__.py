@@ -6,13 +6,24 @@ matplotlib figures; only the ``load_*`` helpers and :func:`read_json` read files
 
 - :mod:`~hetsfl.report.style`: method labels, order, colours and markers; the theme;
 - :mod:`~hetsfl.report.notebook`: the notebooks' setup cell, saving and showing figures, the figure list;
-- :mod:`~hetsfl.report.latency`: latency sweeps; :mod:`~hetsfl.report.solution`: one AO solution;
+- :mod:`~hetsfl.report.latency`: latency sweeps; :mod:`~hetsfl.report.extensions`: server sharing compared,
+  cumulative time under per-round fading; :mod:`~hetsfl.report.solution`: one AO solution;
 - :mod:`~hetsfl.report.training`: time to accuracy, accuracy at a deadline, accuracy curves;
 - :mod:`~hetsfl.report.profile`: the model profile and the fit of time against FLOPs.
 
 Every public name is re-exported here, so notebooks use ``from hetsfl import report as R; R.<name>``.
 """
 
+from hetsfl.report.extensions import (
+    SHARING_KEY,
+    load_rounds,
+    plot_cumulative_time,
+    plot_sharing,
+    plot_sharing_gain,
+    rounds_summary,
+    sharing_gain,
+    sharing_table,
+)
 from hetsfl.report.latency import (
     SWEEP_AXES,
     SWEEP_KEYS,
@@ -66,6 +77,7 @@ __all__ = [
     "FIGURES",
     "METHOD_LABELS",
     "METHOD_ORDER",
+    "SHARING_KEY",
     "SWEEP_AXES",
     "SWEEP_KEYS",
     "accuracy_at_deadline",
@@ -75,6 +87,7 @@ __all__ = [
     "fit_time_model",
     "iterations_frame",
     "load_profile",
+    "load_rounds",
     "load_runs",
     "load_sweep_tables",
     "method_label",
@@ -85,17 +98,23 @@ __all__ = [
     "plot_accuracy",
     "plot_ao_iterations",
     "plot_breakdown",
+    "plot_cumulative_time",
     "plot_profile_cuts",
     "plot_profile_flops",
     "plot_profile_sizes",
+    "plot_sharing",
+    "plot_sharing_gain",
     "plot_split_vs_device",
     "plot_sweep",
     "plot_time_fit",
     "publish",
     "r_squared",
     "read_json",
+    "rounds_summary",
     "save_figure",
     "setup_notebook",
+    "sharing_gain",
+    "sharing_table",
     "split_device_frame",
     "sweep_axis",
     "sweep_pivot",

@@ -18,7 +18,8 @@ from hetsfl.report.style import use_style
 
 # Figure stems each notebook may write (PNG and PDF); the latency sweeps appear only for the sweeps present.
 FIGURES = {
-    "latency": [*(f"latency_vs_{k}" for k in SWEEP_KEYS), "ao_breakdown", "ao_iterations", "split_vs_device"],
+    "latency": [*(f"latency_vs_{k}" for k in SWEEP_KEYS), "ao_breakdown", "ao_iterations", "split_vs_device",
+                "server_sharing", "server_sharing_gain", "rounds_cumulative_time"],
     "training": ["accuracy_vs_round", "accuracy_vs_time"],
     "profile": ["profile_flops", "profile_sizes", "profile_cuts", "profile_time_fit"],
 }

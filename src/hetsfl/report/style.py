@@ -16,9 +16,10 @@ METHOD_LABELS = {
     "equal_bandwidth": "equal bandwidth",
     "fixed_split": "fixed split",
     "random_split": "random split",
+    "sfl_v2_common": "SFL-V2 (common split)",  # SFL-V2's own clock (optim.sfl_v2)
     # training methods (results/train); fl and sl are shared with the optimisation methods
     "sfl": "SFL (AO splits)",
-    "sfl_v2": "SFL-V2 (AO splits)",
+    "sfl_v2": "SFL-V2 (own splits)",  # also the optimisation method: splits for SFL-V2's own round
     "sfl_fixed": "SFL (fixed split)",
     "fl": "FL",
     "sl": "SL",
@@ -45,11 +46,11 @@ def ordered_methods(methods: Iterable[str]) -> list[str]:
 
 
 # tab10 colour index and marker per method: training methods share the colour of the optimisation method
-# whose splits they use (sfl, sfl_v2 -> ao's family; sfl_fixed -> fixed_split).
+# whose splits they use (sfl -> ao's family; sfl_fixed -> fixed_split; sfl_v2 its own).
 _STYLE = {
     "ao": (0, "o"), "global": (1, "s"), "exhaustive": (7, "X"), "equal_bandwidth": (2, "D"),
     "fixed_split": (4, "v"), "random_split": (5, "P"), "fl": (8, "^"), "sl": (3, "h"),
-    "sfl": (0, "o"), "sfl_v2": (6, "s"), "sfl_fixed": (4, "v"),
+    "sfl": (0, "o"), "sfl_v2": (6, "s"), "sfl_fixed": (4, "v"), "sfl_v2_common": (9, "d"),
 }
 _EXTRA_MARKERS = ["<", ">", "*", "p", "d", "H", "8"]
 

@@ -28,7 +28,7 @@ class TrainMethod(NamedTuple):
 TRAIN_METHODS: dict[str, TrainMethod] = {
     "sfl": TrainMethod("ao", "sfl"),
     "sfl_fixed": TrainMethod("fixed_split", "sfl"),
-    "sfl_v2": TrainMethod("ao", "sfl_v2"),
+    "sfl_v2": TrainMethod("sfl_v2", "sfl_v2"),  # its own clock: splits and bandwidth for SFL-V2's round
     "fl": TrainMethod("fl", "fl"),
     "sl": TrainMethod("sl", "sl"),
 }

@@ -20,12 +20,17 @@ def stage_optimize(
     max_iters: int = 100,
     exhaustive_limit: int = 200_000,
     seed: int | None = None,
+    rounds: int = 1,
 ) -> dict:
-    """Solve the problem in ``problem_path`` with ``method`` (hetsfl.optim.solvers.SOLVERS), write the solution."""
+    """Solve the problem in ``problem_path`` with ``method`` (hetsfl.optim.solvers.SOLVERS), write the solution.
+
+    ``seed``: random_split's draw (default: the problem's seed), or for sfl_v2 / sfl_v2_common the training
+    seed whose device order is timed; ``rounds``: how many rounds' latencies an SFL-V2 solution lists."""
     from hetsfl.optim.solvers import is_feasible, solve_or_infeasible
 
     problem = Problem.read(problem_path)
-    solution = solve_or_infeasible(problem, method, max_iters=max_iters, exhaustive_limit=exhaustive_limit, seed=seed)
+    solution = solve_or_infeasible(problem, method, max_iters=max_iters, exhaustive_limit=exhaustive_limit,
+                                   seed=seed, rounds=rounds)
     validate_document(solution, "solution", f"the {method} solution of {problem_path}")
     write_json(out, solution)
     if not is_feasible(solution):  # a result, not a crash: the tables keep it as a row

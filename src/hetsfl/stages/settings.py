@@ -28,9 +28,29 @@ def problem_settings(cfg: dict) -> dict:
     return {"optimizer_state_copies": cfg["optimize"]["optimizer_state_copies"]}
 
 
-def optimize_settings(cfg: dict) -> dict:
-    """Keyword arguments of stages.optimize.stage_optimize, but for the paths and the method."""
-    return {"max_iters": cfg["optimize"]["max_iters"], "exhaustive_limit": cfg["optimize"]["exhaustive_limit"]}
+# Methods timed by SFL-V2's own clock: they depend on the device order of a training seed and list the
+# latency of every training round (hetsfl.optim.sfl_v2).
+V2_METHODS = ("sfl_v2", "sfl_v2_common")
+
+
+def optimize_settings(cfg: dict, method: str | None = None) -> dict:
+    """Keyword arguments of stages.optimize.stage_optimize, but for the paths and the method.
+
+    For the SFL-V2 methods also the order seed (the first training seed; training with other seeds retimes
+    the same splits and bandwidths with their own orders) and the training rounds. Other methods do not get
+    them, so that changing train.seeds or train.rounds does not rerun their jobs."""
+    out = {"max_iters": cfg["optimize"]["max_iters"], "exhaustive_limit": cfg["optimize"]["exhaustive_limit"]}
+    if method in V2_METHODS:
+        out.update(seed=cfg["train"]["seeds"][0], rounds=cfg["train"]["rounds"])
+    return out
+
+
+def rounds_settings(cfg: dict) -> dict:
+    """Keyword arguments of stages.rounds.stage_rounds, but for the paths: the configured optimisation
+    methods, each under every policy, over the training rounds (SFL-V2 timed for the first training seed)."""
+    t = cfg["train"]
+    return {"methods": list(cfg["optimize"]["methods"]), "policies": ["static", "static_first", "per_round"],
+            "rounds": t["rounds"], "train_seed": t["seeds"][0], "max_iters": cfg["optimize"]["max_iters"]}
 
 
 def sweep_settings(cfg: dict, sweep: str) -> dict:
@@ -48,6 +68,7 @@ def train_settings(cfg: dict) -> dict:
         "data_dir": data["data_dir"],
         "allow_download": data["allow_download"],
         "rounds": t["rounds"],
+        "fading_policy": t["fading_policy"],
         "lr": t["lr"],
         "momentum": t["momentum"],
         "weight_decay": t["weight_decay"],

@@ -29,6 +29,7 @@ def stage_train(
     data_dir: str | Path = "data",
     allow_download: bool = False,
     rounds: int,
+    fading_policy: str = "per_round",
     lr: float,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
@@ -44,10 +45,16 @@ def stage_train(
     eval_batch_size: int = 1000,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Train ``method`` (stages.common.TRAIN_METHODS) with the splits and round latency of its solution."""
+    """Train ``method`` (stages.common.TRAIN_METHODS) with the splits and round latency of its solution.
+
+    Simulated time (``round_latencies``): under per-round fading each round's latency under ``fading_policy``;
+    SFL-V2 by its own clock (its device order of each round for this ``seed``); else the solution's latency."""
     expected = train_method(method)
     problem = read_document(problem_path, "problem")
     solution = read_document(solution_path, "solution")
+    from hetsfl.optim.solvers import require_feasible
+
+    require_feasible(solution, f"solution {solution_path}")
     _check_agreement(method, expected.solution_method, model, problem, solution, problem_path, solution_path)
 
     import torch
@@ -80,6 +87,7 @@ def stage_train(
         seed=int(seed),
         device=device,
         round_latency_s=float(solution["objective_s"]),
+        round_latencies_s=round_latencies(problem_path, problem, solution, fading_policy, rounds, seed),
         bits_up=[float(d["bits_up"]) for d in solution["per_device"]],
         bits_down=[float(d["bits_down"]) for d in solution["per_device"]],
         checkpoint_every=checkpoint_every,
@@ -95,6 +103,30 @@ def stage_train(
     metrics = run_training(spec, train, test, parts, out_dir, progress=progress)
     write_json(out_dir / "provenance.json", provenance())
     return metrics
+
+
+def round_latencies(problem_path: str | Path, problem: dict, solution: dict, fading_policy: str, rounds: int,
+                    seed: int) -> list[float] | None:
+    """Per-round latencies of a run, or None when every round takes the solution's ``objective_s``.
+
+    Fading ``rayleigh_per_round`` (problem meta): the rounds of ``simulate_rounds`` (the problem's seed draws
+    the fading; ``static`` keeps the solution's method's answer on the mean gains, ``per_round`` re-solves
+    each round; the trained splits are the solution's either way). SFL-V2 solutions without per-round
+    fading: each round timed with that round's device order for training seed ``seed``."""
+    from hetsfl.optim.problem import Problem
+
+    if problem.get("meta", {}).get("fading") == "rayleigh_per_round":
+        from hetsfl.optim.rounds import simulate_rounds
+
+        sim = simulate_rounds(Problem.read(problem_path), solution["method"], fading_policy, rounds,
+                              fading="rayleigh", train_seed=seed)
+        return sim["round_latency_s"]
+    if solution.get("latency_model") == "sfl_v2":
+        from hetsfl.optim.sfl_v2 import round_latencies as v2_round_latencies
+
+        return v2_round_latencies(Problem.read(problem_path), solution["splits"], solution["bandwidth_hz"], seed,
+                                  rounds)
+    return None
 
 
 def _check_agreement(method, solution_method, model, problem, solution, problem_path, solution_path) -> None:

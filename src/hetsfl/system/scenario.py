@@ -31,7 +31,10 @@ def generate_scenario(spec: dict, seed: int, name: str = "scenario") -> dict:
     n = int(spec["num_devices"])
     seed = int(seed) + int(spec.get("seed", 0))
     distance = _uniform(stream(seed, "distance"), spec["distance_m"], n)
-    gain = channel_gain(distance, float(spec["shadowing_db"]), spec["fading"], stream(seed, "shadowing"))
+    # rayleigh_per_round: the scenario keeps the gain without small-scale fading (the mean gain); each round
+    # redraws the fading (hetsfl.system.fading). The shadowing draws are the same as for the other kinds.
+    static_fading = "none" if spec["fading"] == "rayleigh_per_round" else spec["fading"]
+    gain = channel_gain(distance, float(spec["shadowing_db"]), static_fading, stream(seed, "shadowing"))
     flops = _uniform(stream(seed, "flops"), spec["device_flops"], n)
     memory = spec.get("device_memory_bytes")
     mem = _uniform(stream(seed, "memory"), memory, n) if memory is not None else None
@@ -53,6 +56,7 @@ def generate_scenario(spec: dict, seed: int, name: str = "scenario") -> dict:
         "name": name,
         "seed": seed,
         "spec": dict(spec),
+        "fading": spec["fading"],
         "total_bandwidth_hz": float(spec["total_bandwidth_hz"]),
         "noise_psd_w_per_hz": float(dbm_to_watt(spec["noise_psd_dbm_per_hz"])),
         "server": {
