@@ -405,3 +405,25 @@ def test_rounds_summary_speedup_and_reoptimisation_fraction(tmp_path):
     assert len(fig.axes[0].lines) == 3
     plt.close(fig)
     assert R.load_rounds([]).empty
+
+
+def test_infeasible_rows_are_named_and_left_out_of_the_sweep_figure():
+    """An infeasible baseline is a row with status and reason and a NaN objective: the figure leaves it out
+    and says so, the other methods are drawn."""
+    rows = []
+    for i, value in enumerate([5, 10]):
+        for method, obj in (("ao", 1.0 + i), ("fl", 2.0 + i)):
+            infeasible = method == "fl" and value == 10
+            rows.append({"sweep": "devices", "key": "num_devices", "value": value, "method": method,
+                         "scenario": f"devices_{i}", "objective_s": float("nan") if infeasible else obj,
+                         "status": "infeasible" if infeasible else "feasible",
+                         "reason": "whole model does not fit on device 3" if infeasible else ""})
+    table = pd.DataFrame(rows)
+    skipped = R.infeasible_rows(table)
+    assert skipped[["method", "value"]].values.tolist() == [["fl", 10]]
+    note = R.skipped_note(table)
+    assert note.startswith("not shown, infeasible:") and "at 10" in note
+    fig = R.plot_sweep(table, "num_devices")
+    assert any(note == t.get_text() for t in fig.texts)
+    assert R.skipped_note(table.drop(columns=["status"])) == ""
+    plt.close(fig)

@@ -27,9 +27,11 @@ from hetsfl.report.extensions import (
 from hetsfl.report.latency import (
     SWEEP_AXES,
     SWEEP_KEYS,
+    infeasible_rows,
     load_sweep_tables,
     parse_sweep_value,
     plot_sweep,
+    skipped_note,
     sweep_axis,
     sweep_pivot,
 )
@@ -73,6 +75,8 @@ from hetsfl.report.training import (
 )
 
 __all__ = [
+    "infeasible_rows",
+    "skipped_note",
     "BASELINES",
     "FIGURES",
     "METHOD_LABELS",

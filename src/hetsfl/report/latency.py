@@ -76,6 +76,25 @@ def sweep_axis(key: str, values: Sequence) -> tuple[np.ndarray, str, bool, list[
     return x, label, log, None
 
 
+def infeasible_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a sweep or scenario table whose method could not run (status infeasible), with the reason;
+    the figures leave them out and say so. Tables from before the status column have none."""
+    columns = [c for c in ("sweep", "scenario", "value", "method", "reason") if c in table.columns]
+    if "status" not in table.columns:
+        return table.iloc[0:0][columns]
+    return table.loc[table["status"] == "infeasible", columns].reset_index(drop=True)
+
+
+def skipped_note(table: pd.DataFrame) -> str:
+    """One line naming what a figure of ``table`` leaves out as infeasible ('' when nothing is)."""
+    rows = infeasible_rows(table)
+    if rows.empty:
+        return ""
+    where = "value" if "value" in rows.columns else "scenario"
+    items = [f"{method_label(r['method'])} at {r[where]}" for _, r in rows.iterrows()]
+    return "not shown, infeasible: " + "; ".join(items)
+
+
 def sweep_pivot(sweeps: pd.DataFrame, sweep: str) -> pd.DataFrame:
     """Round latency (s) of one sweep: one row per sweep value, one column per method (report order)."""
     df = sweeps[sweeps["sweep"] == sweep]
@@ -104,6 +123,10 @@ def plot_sweep(sweeps: pd.DataFrame, key: str) -> Figure:
             sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), title="method")
     axes[0][0].set_ylabel("round latency τ (s)")
     fig.tight_layout()
+    note = skipped_note(df)
+    if note:
+        fig.text(0.01, 0.0, note, fontsize=8, ha="left", va="bottom", wrap=True)
+        fig.subplots_adjust(bottom=0.22)
     return fig
 
 
