@@ -208,7 +208,7 @@ def test_build_problem_round_trips_through_schema(tmp_path, scenario):
     assert p.fwd_flops.tolist() == [u["fwd_flops"] for u in profile["units"]]
     assert p.out_bits.tolist() == [u["out_bits"] for u in profile["units"]]
     assert p.gain.tolist() == [d["channel_gain"] for d in scen["devices"]]
-    assert p.meta == {"scenario": scenario, "model": "toy"}
+    assert p.meta == {"scenario": scenario, "model": "toy", "fading": spec["fading"]}
     assert ("memory_bytes" in doc["devices"][0]) == (scenario == "dedicated-server")
     # the document carries everything the schema knows and nothing else at the top level
     assert set(doc) <= set(load_json_schema("problem")["properties"])
