@@ -363,7 +363,7 @@ def dual_lower_bound(a, w, U, xu, xd, B: float, C: float, tau_hi: float, tol: fl
     optimum with an infinite server, infeasible) and, for each tau, maximisation of the concave D(tau, .) over
     ln nu by bisection on its supergradient sum_n f_n - C. Returns (lower, the last distinct cut choices seen at
     the smallest deadline not certified (candidates for a primal solution), the price there)."""
-    from hetsfl.optim.solvers import global_optimum
+    from hetsfl.optim.joint import global_optimum
 
     tau_lo, _, _, _ = global_optimum(a, U, xu, xd, B)
     lo, hi = float(tau_lo), float(tau_hi)

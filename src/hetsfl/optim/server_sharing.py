@@ -47,7 +47,7 @@ def _common(mask: np.ndarray, problem: Problem) -> np.ndarray:
 def solve_optimized(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit: int = 200_000,
                     seed: int | None = None) -> dict:
     """Solve ``problem`` (sharing == 'optimized') with ``method``; see the module docstring."""
-    from hetsfl.optim.solvers import alternating_optimisation
+    from hetsfl.optim.joint import alternating_optimisation
 
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not available with server sharing 'optimized'; choose one of "

@@ -52,7 +52,7 @@ def stage_train(
     expected = train_method(method)
     problem = read_document(problem_path, "problem")
     solution = read_document(solution_path, "solution")
-    from hetsfl.optim.solvers import require_feasible
+    from hetsfl.optim.solution import require_feasible
 
     require_feasible(solution, f"solution {solution_path}")
     _check_agreement(method, expected.solution_method, model, problem, solution, problem_path, solution_path)
