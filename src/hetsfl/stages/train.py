@@ -171,7 +171,7 @@ def round_latencies(problem_path: str | Path, problem: dict, solution: dict, fad
                               fading="rayleigh", train_seed=seed)
         return sim["round_latency_s"]
     if solution.get("latency_model") == "sfl_v2":
-        from hetsfl.optim.sfl_v2 import round_latencies as v2_round_latencies
+        from hetsfl.optim.sfl_v2_clock import round_latencies as v2_round_latencies
 
         return v2_round_latencies(Problem.read(problem_path), solution["splits"], solution["bandwidth_hz"], seed,
                                   rounds)
