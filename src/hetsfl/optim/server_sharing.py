@@ -26,11 +26,11 @@ from hetsfl.optim.problem import Problem
 from hetsfl.optim.resources import (
     alternating_resources,
     compute_for_bandwidth,
-    dual_lower_bound,
     exhaustive_resources,
     joint_allocate,
     round_latency,
 )
+from hetsfl.optim.resources_dual import dual_lower_bound
 from hetsfl.system.latency import latency_terms
 
 METHODS = ("ao", "global", "exhaustive", "equal_bandwidth", "fixed_split", "random_split")
