@@ -369,3 +369,13 @@ def test_paced_stretches_a_short_burst_to_its_cpu_time_over_the_fraction():
     assert 1.0 <= statistics.median(ratios) <= 1.35, ratios
     with pytest.raises(QuotaError, match="pace fraction"):
         compute.paced(1.5)
+
+
+def test_tc_commands_are_those_the_unsplit_function_produced():
+    """tests/golden/tc_commands.json holds the commands tc_commands returned before it was split into
+    per-level helpers (3 interfaces x 2 schemes x 9 rates, unshaped included)."""
+    golden = json.loads((Path(__file__).parent / "golden" / "tc_commands.json").read_text())
+    assert len(golden) == 54
+    for case in golden:
+        got = shaping.tc_commands(case["ifname"], case["payload_bps"], case["scheme"])
+        assert got == case["commands"], case

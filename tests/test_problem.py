@@ -257,7 +257,7 @@ def _verdict(doc, name):
     """(valid?, error text) by validate_document, and the reference verdict: jsonschema's plus finiteness."""
     import jsonschema
 
-    from hetsfl.optim.problem import _non_finite
+    from hetsfl.optim.validate import _non_finite
 
     reference = not list(jsonschema.Draft7Validator(load_json_schema(name)).iter_errors(doc)) and not list(
         _non_finite(doc))

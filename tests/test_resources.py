@@ -21,8 +21,9 @@ from hypothesis import strategies as st
 
 from hetsfl.errors import ConfigError
 from hetsfl.optim.problem import Problem, validate_document
-from hetsfl.optim.resources import compute_for_bandwidth, dual_value, joint_allocate
+from hetsfl.optim.resources import compute_for_bandwidth, joint_allocate
 from hetsfl.optim.resources_cvx import joint_allocate_cvxpy
+from hetsfl.optim.resources_dual import dual_value
 from hetsfl.optim.solvers import solve
 
 LN2 = math.log(2.0)

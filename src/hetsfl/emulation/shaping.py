@@ -61,140 +61,67 @@ def burst_bytes(payload_bps: float) -> int:
     return max(BURST_BYTES, math.ceil(wire_rate(payload_bps) / 8 * BURST_SECONDS))
 
 
+def _tbf(rate: str, burst: str) -> list[str]:
+    """The token bucket's parameters (rate, bucket, queue) shared by both schemes."""
+    return ["tbf", "rate", rate, "burst", burst, "limit", str(TBF_LIMIT_BYTES)]
+
+
+def _tbf_root(ifname: str, rate: str, burst: str) -> list[list[str]]:
+    """Scheme ``tbf``: one token bucket as the root qdisc (replaces whatever was there)."""
+    return [["tc", "qdisc", "replace", "dev", ifname, "root", *_tbf(rate, burst)]]
+
+
+def _htb_classes(dev: list[str]) -> list[list[str]]:
+    """The HTB root and its two unlimited classes: 1:10 (small packets, prio 0) and 1:20 (data, default)."""
+    fast = f"{int(SMALL_CLASS_RATE_BPS)}bit"
+    classes = [
+        ["tc", "class", "add", *dev, "parent", "1:", "classid", classid, "htb"]
+        + ["rate", fast, "ceil", fast, "prio", prio]
+        for classid, prio in (("1:10", "0"), ("1:20", "1"))
+    ]
+    return [["tc", "qdisc", "add", *dev, "root", "handle", "1:", "htb", "default", "20"], *classes]
+
+
+def _htb_leaves(dev: list[str], rate: str, burst: str) -> list[list[str]]:
+    """The leaf qdiscs: a FIFO under the small-packet class, the shaping tbf under the data class."""
+    return [
+        ["tc", "qdisc", "add", *dev, "parent", "1:10", "handle", "10:", "pfifo"]
+        + ["limit", str(FIFO_LIMIT_PACKETS)],
+        ["tc", "qdisc", "add", *dev, "parent", "1:20", "handle", "20:", *_tbf(rate, burst)],
+    ]
+
+
+def _htb_filters(dev: list[str]) -> list[list[str]]:
+    """Filters to the small-packet class: IP packets shorter than SMALL_PACKET_BYTES, and all ARP."""
+    small_filter = ["match", "u16", "0x0000", f"0x{0xFFFF & ~(SMALL_PACKET_BYTES - 1):04x}", "at", "2"]
+    to_small = ["flowid", "1:10"]
+    return [
+        ["tc", "filter", "add", *dev, "parent", "1:", "protocol", "ip", "prio", "1", "u32"]
+        + [*small_filter, *to_small],
+        ["tc", "filter", "add", *dev, "parent", "1:", "protocol", "arp", "prio", "2", "u32"]
+        + ["match", "u32", "0", "0", *to_small],
+    ]
+
+
+def _htb(ifname: str, rate: str, burst: str) -> list[list[str]]:
+    """Scheme ``htb``: htb only orders (two unlimited classes, small packets first); the data leaf is a tbf
+    that shapes. The first command clears the old root."""
+    dev = ["dev", ifname]
+    clear = ["tc", "qdisc", "del", *dev, "root"]
+    return [clear, *_htb_classes(dev), *_htb_leaves(dev, rate, burst), *_htb_filters(dev)]
+
+
 def tc_commands(ifname: str, payload_bps: float | None, scheme: str = "htb") -> list[list[str]]:
     """The tc commands (without a netns prefix) that shape ifname's egress; None = unshaped."""
     check_scheme(scheme)
-    clear = ["tc", "qdisc", "del", "dev", ifname, "root"]
     if payload_bps is None:
-        return [clear]
+        return [["tc", "qdisc", "del", "dev", ifname, "root"]]
     rate = f"{wire_rate(payload_bps)}bit"
     burst = str(burst_bytes(payload_bps))
     if scheme == "tbf":
-        return [
-            [
-                "tc",
-                "qdisc",
-                "replace",
-                "dev",
-                ifname,
-                "root",
-                "tbf",
-                "rate",
-                rate,
-                "burst",
-                burst,
-                "limit",
-                str(TBF_LIMIT_BYTES),
-            ]
-        ]
-    dev = ["dev", ifname]
-    small_filter = ["match", "u16", "0x0000", "0xff80", "at", "2"]
+        return _tbf_root(ifname, rate, burst)
     if scheme == "htb":
-        # htb only orders (two unlimited classes, small packets first); the data leaf is a tbf that shapes.
-        fast = f"{int(SMALL_CLASS_RATE_BPS)}bit"
-        return [
-            clear,
-            ["tc", "qdisc", "add", *dev, "root", "handle", "1:", "htb", "default", "20"],
-            [
-                "tc",
-                "class",
-                "add",
-                *dev,
-                "parent",
-                "1:",
-                "classid",
-                "1:10",
-                "htb",
-                "rate",
-                fast,
-                "ceil",
-                fast,
-                "prio",
-                "0",
-            ],
-            [
-                "tc",
-                "class",
-                "add",
-                *dev,
-                "parent",
-                "1:",
-                "classid",
-                "1:20",
-                "htb",
-                "rate",
-                fast,
-                "ceil",
-                fast,
-                "prio",
-                "1",
-            ],
-            [
-                "tc",
-                "qdisc",
-                "add",
-                *dev,
-                "parent",
-                "1:10",
-                "handle",
-                "10:",
-                "pfifo",
-                "limit",
-                str(FIFO_LIMIT_PACKETS),
-            ],
-            [
-                "tc",
-                "qdisc",
-                "add",
-                *dev,
-                "parent",
-                "1:20",
-                "handle",
-                "20:",
-                "tbf",
-                "rate",
-                rate,
-                "burst",
-                burst,
-                "limit",
-                str(TBF_LIMIT_BYTES),
-            ],
-            [
-                "tc",
-                "filter",
-                "add",
-                *dev,
-                "parent",
-                "1:",
-                "protocol",
-                "ip",
-                "prio",
-                "1",
-                "u32",
-                *small_filter,
-                "flowid",
-                "1:10",
-            ],
-            [
-                "tc",
-                "filter",
-                "add",
-                *dev,
-                "parent",
-                "1:",
-                "protocol",
-                "arp",
-                "prio",
-                "2",
-                "u32",
-                "match",
-                "u32",
-                "0",
-                "0",
-                "flowid",
-                "1:10",
-            ],
-        ]
+        return _htb(ifname, rate, burst)
     raise AssertionError(scheme)
 
 

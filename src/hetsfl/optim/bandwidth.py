@@ -13,7 +13,7 @@ deadline tau and the band is used up. Two solvers:
   with A + U phi(b) <= tau, i.e. the root of phi(b) = t := (tau - A) / U (``bandwidth_for_target``): Newton
   in u = log b from the upper bound b0 = ln2 / (t - phi_inf) (from y / ln(1+y) <= 1 + y/2), improved by one
   step of the monotone fixed point b <- (ln2 / t) (1/ln(1 + x_u/b) + 1/ln(1 + x_d/b)); three to five steps).
-  ``least_bandwidth`` and ``deadline_search`` also serve the global method (``solvers.global_optimum``).
+  ``least_bandwidth`` and ``deadline_search`` also serve the global method (``joint.global_optimum``).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def evaluate(problem: Problem, solution: dict) -> dict:
 
         return build_solution_optimized(problem, solution["method"], solution["splits"], solution["bandwidth_hz"],
                                         solution["server_flops"], [], 0.0)
-    from hetsfl.optim.solvers import build_solution
+    from hetsfl.optim.solution import build_solution
 
     return build_solution(problem, solution["method"], solution["splits"], solution["bandwidth_hz"], [], 0.0,
                           sequential=bool(solution.get("sequential", False)))

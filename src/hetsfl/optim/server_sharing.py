@@ -26,11 +26,11 @@ from hetsfl.optim.problem import Problem
 from hetsfl.optim.resources import (
     alternating_resources,
     compute_for_bandwidth,
-    dual_lower_bound,
     exhaustive_resources,
     joint_allocate,
     round_latency,
 )
+from hetsfl.optim.resources_dual import dual_lower_bound
 from hetsfl.system.latency import latency_terms
 
 METHODS = ("ao", "global", "exhaustive", "equal_bandwidth", "fixed_split", "random_split")
@@ -47,7 +47,7 @@ def _common(mask: np.ndarray, problem: Problem) -> np.ndarray:
 def solve_optimized(problem: Problem, method: str, max_iters: int = 100, exhaustive_limit: int = 200_000,
                     seed: int | None = None) -> dict:
     """Solve ``problem`` (sharing == 'optimized') with ``method``; see the module docstring."""
-    from hetsfl.optim.solvers import alternating_optimisation
+    from hetsfl.optim.joint import alternating_optimisation
 
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not available with server sharing 'optimized'; choose one of "

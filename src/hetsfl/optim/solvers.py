@@ -1,13 +1,12 @@
 """Split-point and bandwidth optimisation (system model section 5) and the baselines of section 4.
 
-Every method returns a solution dictionary in the format of schemas/solution.schema.json. The maths is in
-pure functions on arrays: A[n, s-1] (computing seconds) and U[n, s-1] (bits each way) for cut s, a mask of
-allowed cuts, and the channel constants x_u, x_d of each device.
+Every method returns a solution dictionary in the format of schemas/solution.schema.json (built and
+checked by optim/solution.py). The maths is in pure functions on arrays in optim/joint.py. This module
+holds the one registry of methods (SOLVERS) and ``solve``, and re-exports the names of both.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,116 +15,45 @@ from functools import cached_property
 import numpy as np
 
 from hetsfl.errors import ConfigError, InfeasibleError
-from hetsfl.optim.bandwidth import allocate, deadline_search, least_bandwidth
+from hetsfl.optim.bandwidth import allocate
+from hetsfl.optim.joint import (
+    BandwidthStep,
+    alternating_optimisation,
+    best_splits,
+    exhaustive_optimum,
+    global_optimum,
+)
 from hetsfl.optim.problem import Problem
-from hetsfl.system.latency import latency, latency_terms, seconds_per_bit, seconds_per_bit_limit
+from hetsfl.optim.solution import (
+    build_solution,
+    check_deadline,
+    check_finite,
+    infeasible_solution,
+    is_feasible,
+    require_feasible,
+)
+from hetsfl.system.latency import seconds_per_bit
 
-BandwidthStep = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float], tuple]
-
-
-# ---- pure building blocks ---------------------------------------------------------------------------
-def best_splits(
-    A: np.ndarray, U: np.ndarray, b: np.ndarray, xu: np.ndarray, xd: np.ndarray, current: np.ndarray | None = None
-) -> np.ndarray:
-    """Split step: for fixed bandwidth each device takes argmin_s T_n(s, b_n) (A = inf marks forbidden cuts).
-
-    Returns 0-based column indices; with ``current`` a device keeps its split unless another is strictly
-    better (by more than 1e-12 relative), so that alternating optimisation stops at a fixed point.
-    """
-    T = A + U * seconds_per_bit(b, xu, xd)[:, None]
-    choice = np.argmin(T, axis=1)
-    if current is not None:
-        rows = np.arange(len(b))
-        keep = T[rows, current] <= T[rows, choice] * (1 + 1e-12)
-        choice = np.where(keep, current, choice)
-    return choice
-
-
-def global_optimum(
-    A: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarray, B: float
-) -> tuple[float, np.ndarray, np.ndarray, float]:
-    """Joint optimum by bisection on the deadline: the least tau with sum_n beta_n(tau) <= B, where
-    beta_n(tau) = min_s (least bandwidth with which cut s meets tau). Returns (tau, column per device,
-    bandwidth per device, a certified lower bound). Forbidden cuts have A = inf.
-
-    All cuts of device n share the function phi_n, so the cut needing the least bandwidth is the one with
-    the most seconds per bit to spare, argmax_s (tau - A_ns) / U_ns: one root per device, not per cut.
-    """
-    rows = np.arange(len(A))
-    phi_inf = seconds_per_bit_limit(xu, xd)
-    tau_lo = np.max(np.min(A + U * phi_inf[:, None], axis=1))
-    phi_eq = seconds_per_bit(B / len(A), xu, xd)
-    tau_hi = np.max(np.min(A + U * phi_eq[:, None], axis=1))
-
-    def best(tau):
-        return np.argmax((tau - A) / U, axis=1)
-
-    def demand(tau):
-        j = best(tau)
-        b, db = least_bandwidth(tau - A[rows, j], U[rows, j], xu, xd)
-        return b.sum(), db.sum()
-
-    tau, lower, _ = deadline_search(demand, tau_lo, tau_hi, B)
-    tau = float(tau)
-    # Certificate: a deadline a hair below tau needs more than the whole band.
-    probe = tau * (1 - 1e-9)
-    if probe > lower and demand(np.array(probe))[0] > B:
-        lower = probe
-    j = best(tau)
-    b, _ = least_bandwidth(tau - A[rows, j], U[rows, j], xu, xd)
-    return tau, j, b * (B / b.sum()), float(lower)
-
-
-def exhaustive_optimum(
-    A: np.ndarray, U: np.ndarray, allowed: np.ndarray, xu: np.ndarray, xd: np.ndarray, B: float, limit: int
-) -> tuple[np.ndarray, int]:
-    """Try every combination of allowed cuts, solving the bandwidth step for each. Returns (columns, count)."""
-    cands = [np.flatnonzero(row) for row in allowed]
-    count = int(np.prod([len(c) for c in cands], dtype=float))
-    if count > limit:
-        raise ConfigError(
-            f"exhaustive search would try {count:,} split combinations, above the limit {limit:,}; use method "
-            "'global' or 'ao' (exact and fast), or raise optimize.exhaustive_limit / --exhaustive-limit"
-        )
-    rows = np.arange(len(A))
-    best_obj, best = np.inf, np.array([c[0] for c in cands])
-    combos = itertools.product(*cands)
-    while chunk := list(itertools.islice(combos, 4096)):
-        S = np.array(chunk)
-        obj, _, _ = allocate(A[rows, S], U[rows, S], xu, xd, B)
-        i = int(np.argmin(obj))
-        if obj[i] < best_obj:
-            best_obj, best = obj[i], S[i]
-    return best, count
-
-
-def alternating_optimisation(
-    A: np.ndarray,
-    U: np.ndarray,
-    xu: np.ndarray,
-    xd: np.ndarray,
-    B: float,
-    max_iters: int = 100,
-    bandwidth_step: BandwidthStep = allocate,
-) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """The source paper's AO: equal bandwidth, then alternate the exact split step and the exact bandwidth
-    step until the splits stop changing. Returns (columns, bandwidth, trace of tau per iteration)."""
-    n = len(A)
-    b = np.full(n, B / n)
-    cols = best_splits(A, U, b, xu, xd)
-    trace = [{"iteration": 0, "tau_s": float(np.max(latency(A[np.arange(n), cols], U[np.arange(n), cols], b, xu, xd))),
-              "step": "equal bandwidth, best splits", "changed": n}]
-    rows = np.arange(n)
-    for it in range(1, max_iters + 1):
-        obj, b, _ = bandwidth_step(A[rows, cols], U[rows, cols], xu, xd, B)
-        new = best_splits(A, U, b, xu, xd, current=cols)
-        changed = int(np.count_nonzero(new != cols))
-        trace.append({"iteration": it, "tau_s": float(obj), "step": "bandwidth, then splits", "changed": changed})
-        if changed == 0:
-            break
-        cols = new
-    return cols, b, trace
-
+__all__ = [
+    "BandwidthStep",
+    "METHODS",
+    "REFERENCE_METHODS",
+    "SEQUENTIAL",
+    "SOLVERS",
+    "SolveInputs",
+    "alternating_optimisation",
+    "best_splits",
+    "build_solution",
+    "check_deadline",
+    "check_finite",
+    "exhaustive_optimum",
+    "global_optimum",
+    "infeasible_solution",
+    "is_feasible",
+    "require_feasible",
+    "solve",
+    "solve_or_infeasible",
+]
 
 # ---- methods on a Problem ----------------------------------------------------------------------------
 def _masked(A: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -325,119 +253,3 @@ def solve_or_infeasible(problem: Problem, method: str, max_iters: int = 100, exh
         return solve(problem, method, max_iters, exhaustive_limit, seed, rounds)
     except InfeasibleError as exc:
         return infeasible_solution(problem, method, str(exc), exc.devices, time.perf_counter() - start)
-
-
-def infeasible_solution(problem: Problem, method: str, reason: str, devices=(), solve_time: float = 0.0) -> dict:
-    """The solution document of a method that cannot run on ``problem`` (schemas/solution.schema.json)."""
-    return {
-        "method": method,
-        "status": "infeasible",
-        "reason": reason,
-        "infeasible_devices": list(devices),
-        "objective_s": None,
-        "splits": [],
-        "bandwidth_hz": [],
-        "per_device": [],
-        "iterations": [],
-        "solve_time_s": float(solve_time),
-        "sequential": method == "sl",
-        "meta": dict(problem.meta),
-    }
-
-
-def is_feasible(solution: dict) -> bool:
-    """True unless the solution says it is infeasible (files written before the status field are feasible)."""
-    return solution.get("status", "feasible") != "infeasible"
-
-
-def require_feasible(solution: dict, source: str = "solution") -> dict:
-    """Return ``solution`` if it is feasible; else raise InfeasibleError with its reason (for callers such as
-    the training stage, which cannot run a method that has no assignment)."""
-    if not is_feasible(solution):
-        raise InfeasibleError(
-            f"{source}: method {solution.get('method')!r} is infeasible in this problem, so it cannot run: "
-            f"{solution.get('reason', 'no reason recorded')}",
-            solution.get("infeasible_devices", ()),
-        )
-    return solution
-
-
-def check_finite(problem: Problem, method: str, columns: dict[str, np.ndarray]) -> None:
-    """Raise ConfigError naming the device if a per-device result is not a finite number (a numerical failure
-    that Problem.check_derived did not foresee), instead of failing later in the JSON writer."""
-    for name, values in columns.items():
-        bad = np.flatnonzero(~np.isfinite(values))
-        if bad.size:
-            i = int(bad[0])
-            more = f" (and {bad.size - 1} more device(s))" if bad.size > 1 else ""
-            raise ConfigError(
-                f"numerical failure: {method} gave {name} = {values[i]} for device {problem.device_ids[i]}{more}; "
-                "check that device's numbers in the problem file (channel gain, FLOPs, sizes)"
-            )
-
-
-def build_solution(problem: Problem, method: str, splits, bandwidth, iterations, solve_time: float,
-                   sequential: bool = False) -> dict:
-    """Evaluate a split/bandwidth assignment with the latency model and package it as a solution."""
-    p = problem
-    rows = np.arange(p.num_devices)
-    splits = np.asarray(splits, dtype=int)
-    A, U = p.terms(sequential=sequential)
-    a, u = A[rows, splits - 1], U[rows, splits - 1]
-    terms = latency_terms(a, u, np.asarray(bandwidth, float), p.xu, p.xd)
-    lat = terms["latency_s"]
-    bandwidth = np.asarray(bandwidth, dtype=float)
-    check_finite(p, method, {"bandwidth_hz": bandwidth, "bits_up": u, **terms})
-    # Columns as Python lists (tolist converts once, in C), then one record per device.
-    columns = {
-        "id": list(p.device_ids),
-        "split": splits.tolist(),
-        "bandwidth_hz": bandwidth.tolist(),
-        "latency_s": np.asarray(lat, dtype=float).tolist(),
-        "compute_s": np.asarray(terms["compute_s"], dtype=float).tolist(),
-        "uplink_s": np.asarray(terms["uplink_s"], dtype=float).tolist(),
-        "downlink_s": np.asarray(terms["downlink_s"], dtype=float).tolist(),
-        "bits_up": np.asarray(u, dtype=float).tolist(),
-    }
-    columns["bits_down"] = columns["bits_up"]
-    keys = list(columns)
-    per_device = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
-    return {
-        "method": method,
-        "status": "feasible",
-        "objective_s": float(lat.sum() if sequential else lat.max()),
-        "splits": list(columns["split"]),
-        "bandwidth_hz": list(columns["bandwidth_hz"]),
-        "per_device": per_device,
-        "iterations": iterations,
-        "solve_time_s": float(solve_time),
-        "sequential": bool(sequential),
-        "meta": dict(p.meta),
-    }
-
-
-def check_deadline(problem: Problem, solution: dict) -> None:
-    """Raise InfeasibleError, naming devices, when the problem's deadline is missed."""
-    p = problem
-    if p.deadline is None or solution["objective_s"] <= p.deadline:
-        return
-    A, U = p.terms(sequential=solution.get("sequential", False))
-    L = p.num_layers
-    if solution["method"] == "fl":
-        allowed = np.zeros(A.shape, dtype=bool)
-        allowed[:, L - 1] = True
-    else:
-        allowed = np.concatenate([p.allowed(), np.zeros((p.num_devices, 1), dtype=bool)], axis=1)
-    whole_band = latency(A, U, p.total_bandwidth, p.xu[:, None], p.xd[:, None])
-    alone = np.min(np.where(allowed, whole_band, np.inf), axis=1)
-    hopeless = [p.device_ids[i] for i in np.flatnonzero(alone > p.deadline)]
-    if hopeless:
-        why = (f"device(s) {', '.join(map(str, hopeless[:20]))} cannot finish a round within {p.deadline:g} s even "
-               "with the whole band and their best split")
-    else:
-        slow = np.argsort([-d["latency_s"] for d in solution["per_device"]])[:5]
-        why = (f"the devices cannot all finish within {p.deadline:g} s with a total band of {p.total_bandwidth:g} Hz; "
-               f"the slowest under {solution['method']} are " + ", ".join(
-                   f"{solution['per_device'][i]['id']} ({solution['per_device'][i]['latency_s']:.4g} s)" for i in slow))
-    raise InfeasibleError(f"infeasible: best round latency {solution['objective_s']:.6g} s > deadline_s; {why}",
-                          hopeless)

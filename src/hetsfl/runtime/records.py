@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from hetsfl.io import write_bytes
+from hetsfl.runtime.errors import RunConfigError
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -50,9 +51,12 @@ __all__ = [
     "METRICS_COLUMNS",
     "OUTPUT_NAMES",
     "ROUND_COLUMNS",
+    "check_resumable",
+    "checkpoint_content",
     "read_checkpoint",
     "write_csv",
     "write_json",
+    "write_outputs",
     "write_torch",
 ]
 
@@ -141,3 +145,59 @@ def read_checkpoint(path: str | os.PathLike) -> dict | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# spec fields that may differ between a checkpoint and the run that resumes it
+RESUME_FREE_FIELDS = ("rounds", "checkpoint_every")
+
+
+def _comparable(spec_dict: dict) -> dict:
+    return {k: v for k, v in spec_dict.items() if k not in RESUME_FREE_FIELDS}
+
+
+def check_resumable(ckpt: object, path: Path, spec: dict, data_sha256: str, num_devices: int, rounds: int) -> None:
+    """RunConfigError saying what differs unless ``ckpt`` is a runtime checkpoint of this run (same spec up to
+    RESUME_FREE_FIELDS, data and devices) at most ``rounds`` rounds in."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("kind") != "runtime":
+        raise RunConfigError(f"checkpoint {path} is not a runtime checkpoint of this version; delete it")
+    old, new = _comparable(ckpt["spec"]), _comparable(spec)
+    if old != new or ckpt["data_sha256"] != data_sha256 or ckpt["num_devices"] != num_devices:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        what = f"spec fields {diff}" if diff else "the data or partition"
+        raise RunConfigError(
+            f"checkpoint {path} belongs to a different run ({what} differ); delete it or use another run dir"
+        )
+    if ckpt["round"] > rounds:
+        raise RunConfigError(f"checkpoint {path} is at round {ckpt['round']}, beyond the requested {rounds} rounds")
+
+
+def checkpoint_content(
+    spec: dict, data_sha256: str, num_devices: int, done: int, model: torch.nn.Module, method_state: dict,
+    metrics: list[dict], devices: list[dict], rounds: list[dict],
+) -> dict:
+    """What checkpoint.pt holds after round ``done``: the run's identity, the global model, the method's
+    state (SL: server optimiser, client momentum) and all rows so far."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "runtime",
+        "spec": spec,
+        "data_sha256": data_sha256,
+        "num_devices": num_devices,
+        "round": done,
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "method_state": method_state,
+        "metrics": metrics,
+        "devices": devices,
+        "rounds": rounds,
+    }
+
+
+def write_outputs(
+    out: Path, metrics: list[dict], devices: list[dict], rounds: list[dict], model: torch.nn.Module, summary: dict
+) -> None:
+    """The outputs of a complete run (OUTPUT_NAMES), summary.json last: it marks a complete run."""
+    write_csv(metrics, METRICS_COLUMNS, out / "metrics.csv")
+    write_csv(devices, DEVICE_COLUMNS, out / "measured_devices.csv")
+    write_csv(rounds, ROUND_COLUMNS, out / "measured_rounds.csv")
+    write_torch({k: v.detach().clone() for k, v in model.state_dict().items()}, out / "final_model.pt")
+    write_json(summary, out / "summary.json")

@@ -7,7 +7,8 @@ device's report. SFL-V1 computes each device's server-side units in that thread,
 for that device; SFL-V2 hands the smashed data to the main thread, which runs the one shared server-side
 model in the engine's seeded device order; SL serves the devices one after another in the main thread.
 Aggregation is the engine's (hetsfl.train.aggregate) and adds the copies in device order, so the numbers
-equal the in-process engine's.
+equal the in-process engine's. This module holds the per-method round logic, checkpoints and the loop; the
+wire protocol of one device's round is in runtime/serving.py, the rows it records in runtime/rows.py.
 """
 
 from __future__ import annotations
@@ -15,97 +16,49 @@ from __future__ import annotations
 import concurrent.futures as cf
 import copy
 import logging
-import math
-import queue
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from hetsfl.runtime.comm import Kind, Link, PeerInfo, Received
-from hetsfl.runtime.errors import CommError, RunConfigError
+from hetsfl.runtime import rows
+from hetsfl.runtime.comm import Link, PeerInfo
+from hetsfl.runtime.errors import RunConfigError
 from hetsfl.runtime.faults import fault_point
-from hetsfl.runtime.packing import pack, unpack
-from hetsfl.runtime.plan import MOMENTUM_PREFIX, REPORT_FIELDS, REPORT_LAYOUT, Plan
+from hetsfl.runtime.packing import pack
+from hetsfl.runtime.plan import MOMENTUM_PREFIX, Plan
 from hetsfl.runtime.records import (
-    CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
-    DEVICE_COLUMNS,
-    METRICS_COLUMNS,
     OUTPUT_NAMES,
-    ROUND_COLUMNS,
+    check_resumable,
+    checkpoint_content,
     read_checkpoint,
-    write_csv,
     write_json,
+    write_outputs,
     write_torch,
 )
 from hetsfl.runtime.runfile import Run
+from hetsfl.runtime.serving import (
+    DeviceRecord,
+    StepFn,
+    load_units,
+    run_parallel,
+    serve_in_device_order,
+    serve_split,
+    serve_whole,
+    server_step,
+)
 from hetsfl.train import evaluate
 from hetsfl.train.aggregate import UnitAverager, fedavg_unit_weights, sfl_v1_unit_weights, sfl_v2_unit_weights
 from hetsfl.train.methods import make_sgd
-from hetsfl.train.schedule import device_order, round_torch_seed
+from hetsfl.train.schedule import round_torch_seed
 
 __all__ = ["ServerRunner", "server_step"]
 
 logger = logging.getLogger("hetsfl.runtime")
-
-# spec fields that may differ between a checkpoint and the run that resumes it
-_RESUME_FREE_FIELDS = ("rounds", "checkpoint_every")
-
-
-def server_step(
-    server: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor, y: torch.Tensor, needs_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The server's half of the engine's split_step: forward, loss, backward, step; (loss, gradient of x)."""
-    if opt is not None:
-        opt.zero_grad(set_to_none=True)
-    if needs_grad:
-        x.requires_grad_()
-    loss = F.cross_entropy(server(x), y)
-    loss.backward()
-    if opt is not None:
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return loss.detach(), (x.grad if needs_grad else None)
-
-
-def _load_units(dst: nn.Module, global_state: dict[str, torch.Tensor]) -> None:
-    """Copy the global state into a Sequential of units (keys ``<unit>.<rest>``) in place."""
-    with torch.no_grad():
-        for key, tensor in dst.state_dict().items():
-            tensor.copy_(global_state["units." + key])
-
-
-@dataclass
-class DeviceRecord:
-    """What the server measured and received for one device in one round."""
-
-    device: int
-    t_start: float = math.nan
-    t_end: float = math.nan
-    server_compute_s: float = 0.0
-    up_bytes: float = 0.0
-    up_s: float = 0.0
-    up_msgs: int = 0
-    up_latency_s: float = 0.0
-    losses: list[torch.Tensor] = field(default_factory=list)
-    upload: dict[str, torch.Tensor] = field(default_factory=dict)
-    report: dict[str, float] = field(default_factory=dict)
-
-    def uplink(self, got: Received) -> None:
-        self.up_bytes += got.nbytes
-        self.up_s += got.transfer_s
-        self.up_msgs += 1
-        self.up_latency_s += got.latency_s
-
-
-StepFn = Callable[[int, torch.Tensor, torch.Tensor, DeviceRecord], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 class ServerRunner:
@@ -153,9 +106,6 @@ class ServerRunner:
         self.round_rows: list[dict] = []
 
     # ------------------------------------------------------------------------------------- checkpoints
-    def _comparable(self, spec_dict: dict) -> dict:
-        return {k: v for k, v in spec_dict.items() if k not in _RESUME_FREE_FIELDS}
-
     def resume(self) -> int:
         """Load the checkpoint if there is one; returns the number of rounds already done."""
         path = self.out / CHECKPOINT_NAME
@@ -167,19 +117,7 @@ class ServerRunner:
             ) from exc
         if ckpt is None:
             return 0
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("kind") != "runtime":
-            raise RunConfigError(f"checkpoint {path} is not a runtime checkpoint of this version; delete it")
-        old, new = self._comparable(ckpt["spec"]), self._comparable(self.spec.to_dict())
-        if old != new or ckpt["data_sha256"] != self.run_.data_sha256 or ckpt["num_devices"] != self.N:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            what = f"spec fields {diff}" if diff else "the data or partition"
-            raise RunConfigError(
-                f"checkpoint {path} belongs to a different run ({what} differ); delete it or use another run dir"
-            )
-        if ckpt["round"] > self.spec.rounds:
-            raise RunConfigError(
-                f"checkpoint {path} is at round {ckpt['round']}, beyond the requested {self.spec.rounds} rounds"
-            )
+        check_resumable(ckpt, path, self.spec.to_dict(), self.run_.data_sha256, self.N, self.spec.rounds)
         with torch.no_grad():
             for key, tensor in self.model.state_dict().items():
                 tensor.copy_(ckpt["model"][key])
@@ -200,85 +138,23 @@ class ServerRunner:
                 "opt_server": None if self.opt_s is None else self.opt_s.state_dict(),
                 "client_momentum": {k: v.clone() for k, v in self.sl_momentum.items()},
             }
-        write_torch(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "kind": "runtime",
-                "spec": self.spec.to_dict(),
-                "data_sha256": self.run_.data_sha256,
-                "num_devices": self.N,
-                "round": done,
-                "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                "method_state": state,
-                "metrics": self.metrics,
-                "devices": self.device_rows,
-                "rounds": self.round_rows,
-            },
-            self.out / CHECKPOINT_NAME,
-        )
+        content = checkpoint_content(self.spec.to_dict(), self.run_.data_sha256, self.N, done, self.model, state,
+                                     self.metrics, self.device_rows, self.round_rows)
+        write_torch(content, self.out / CHECKPOINT_NAME)
 
     # ---------------------------------------------------------------------------------------- serving
-    def _parallel(self, serve: Callable[[int], DeviceRecord]) -> list[DeviceRecord]:
+    def _parallel(self, serve) -> list[DeviceRecord]:
         assert self.pool is not None  # every method but sl serves devices in parallel
-        futures = [self.pool.submit(serve, n) for n in range(self.N)]
-        done, _ = cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
-        for f in futures:
-            if f in done and (exc := f.exception()) is not None:
-                raise exc
-        return [f.result() for f in futures]
+        return run_parallel(self.pool, serve, self.N)
 
     def _serve_split(self, n: int, r: int, payload: torch.Tensor, step: StepFn) -> DeviceRecord:
-        """One device's round of SFL / SFL-V2 / SL, from the server's side."""
-        link, plan = self.links[n], self.plan
-        rec = DeviceRecord(n)
-        smashed_layout, grad_layout, up_layout = plan.smashed_layout(n), plan.grad_layout(n), plan.up_layout(n)
-        needs_grad = plan.needs_grad(n)
-        up_pending = link.post(Kind.MODEL_UP, up_layout.nbytes, r)
-        report_pending = link.post(Kind.REPORT_UP, REPORT_LAYOUT.nbytes, r)
-        smashed = link.post(Kind.SMASHED_UP, smashed_layout.nbytes, r, 0)
-        rec.t_start = time.perf_counter()
-        link.send(Kind.MODEL_DOWN, payload, r)
-        K = self.spec.local_iters[n]
-        for k in range(K):
-            got = smashed.wait()
-            rec.uplink(got)
-            if k + 1 < K:
-                smashed = link.post(Kind.SMASHED_UP, smashed_layout.nbytes, r, k + 1)
-            batch = unpack(smashed_layout, got.payload)
-            loss, grad = step(n, batch["x"], batch["y"], rec)
-            rec.losses.append(loss)
-            if needs_grad:
-                assert grad is not None
-                link.send(Kind.GRAD_DOWN, pack(grad_layout, {"x": grad}), r, k)
-        self._finish(rec, up_pending, report_pending, up_layout)
-        return rec
-
-    def _serve_whole(self, n: int, r: int, payload: torch.Tensor) -> DeviceRecord:
-        """One device's round of FL: model down, trained model and losses up."""
-        link = self.links[n]
-        rec = DeviceRecord(n)
-        up_layout = self.plan.up_layout(n)
-        up_pending = link.post(Kind.MODEL_UP, up_layout.nbytes, r)
-        report_pending = link.post(Kind.REPORT_UP, REPORT_LAYOUT.nbytes, r)
-        rec.t_start = time.perf_counter()
-        link.send(Kind.MODEL_DOWN, payload, r)
-        self._finish(rec, up_pending, report_pending, up_layout, timeout_s=None)
-        rec.losses = list(rec.upload.pop("loss"))
-        return rec
-
-    def _finish(self, rec, up_pending, report_pending, up_layout, timeout_s: float | None = None) -> None:
-        got = up_pending.wait(timeout_s)
-        rec.uplink(got)
-        rec.t_end = got.t_done
-        rec.upload = unpack(up_layout, got.payload)
-        report = unpack(REPORT_LAYOUT, report_pending.wait().payload)
-        rec.report = {k: float(report[k]) for k in REPORT_FIELDS}
+        return serve_split(self.links[n], self.plan, n, r, self.spec.local_iters[n], payload, step)
 
     # ---------------------------------------------------------------------------------------- methods
     def _round_fl(self, r: int) -> tuple[list[DeviceRecord], torch.Tensor]:
         global_state = self.model.state_dict()
         payload = pack(self.plan.down_layout(0), global_state)
-        records = self._parallel(lambda n: self._serve_whole(n, r, payload))
+        records = self._parallel(lambda n: serve_whole(self.links[n], self.plan, n, r, payload))
         averager = UnitAverager(global_state, self.model.unit_names)
         loss_sum = torch.zeros((), dtype=torch.float32)
         for rec in records:
@@ -292,7 +168,7 @@ class ServerRunner:
         global_state = self.model.state_dict()
         opts = []
         for server in self.copies:
-            _load_units(server, global_state)
+            load_units(server, global_state)
             server.train()
             opts.append(make_sgd(server, **self.opt_args))
 
@@ -317,56 +193,31 @@ class ServerRunner:
 
     def _round_sfl_v2(self, r: int) -> tuple[list[DeviceRecord], torch.Tensor]:
         global_state = self.model.state_dict()
-        _load_units(self.server_model, global_state)
+        load_units(self.server_model, global_state)
         self.server_model.train()
         opt_s = make_sgd(self.server_model, **self.opt_args)
-        inbox: list[queue.Queue] = [queue.Queue() for _ in range(self.N)]
-        wait_s = self.timeout_s * self.N
+        loss_sum = torch.zeros((), dtype=torch.float32)
 
-        def step(n, x, y, rec):  # device thread: hand the batch to the main thread, wait for its result
-            reply: queue.Queue = queue.Queue(maxsize=1)
-            inbox[n].put((x, y, rec, reply))
-            try:
-                return reply.get(timeout=wait_s)
-            except queue.Empty:
-                raise CommError(f"{self.me}: the server's main thread did not process device {n}'s batch "
-                                f"within {wait_s:g} s") from None
+        def compute(n, x, y, rec):  # main thread, in the engine's device order
+            nonlocal loss_sum
+            t = time.perf_counter()
+            loss, grad = server_step(self.server_parts[self.spec.splits[n]], opt_s, x, y, self.plan.needs_grad(n))
+            rec.server_compute_s += time.perf_counter() - t
+            loss_sum += loss
+            return loss, grad
 
         payloads = [pack(self.plan.down_layout(n), global_state) for n in range(self.N)]
         assert self.pool is not None
-        futures = [self.pool.submit(self._serve_split, n, r, payloads[n], step) for n in range(self.N)]
-        K = self.spec.local_iters
-        loss_sum = torch.zeros((), dtype=torch.float32)
-        for k in range(max(K)):
-            active = [n for n in range(self.N) if K[n] > k]
-            for n in device_order(self.spec.seed, r, k, active):
-                x, y, rec, reply = self._next_batch(inbox[n], futures)
-                t = time.perf_counter()
-                loss, grad = server_step(self.server_parts[self.spec.splits[n]], opt_s, x, y, self.plan.needs_grad(n))
-                rec.server_compute_s += time.perf_counter() - t
-                loss_sum += loss
-                reply.put((loss, grad))
-        done, _ = cf.wait(futures, return_when=cf.FIRST_EXCEPTION)
-        for f in futures:
-            if f in done and (exc := f.exception()) is not None:
-                raise exc
-        records = [f.result() for f in futures]
+        records = serve_in_device_order(
+            self.pool, lambda n, step: self._serve_split(n, r, payloads[n], step), self.spec.local_iters,
+            self.spec.seed, r, compute, self.timeout_s * self.N, self.me,
+        )
         averager = UnitAverager(global_state, self.model.unit_names)
         for rec in records:
             averager.add(rec.upload, self.dev_w[:, rec.device])
         averager.add(self.server_model.state_dict(), self.srv_w, prefix="")
         averager.load_into(self.model)
         return records, loss_sum
-
-    @staticmethod
-    def _next_batch(box: queue.Queue, futures: list[cf.Future]):
-        while True:
-            try:
-                return box.get(timeout=0.2)
-            except queue.Empty:
-                for f in futures:
-                    if f.done() and (exc := f.exception()) is not None:
-                        raise exc from None
 
     def _round_sl(self, r: int) -> tuple[list[DeviceRecord], torch.Tensor]:
         self.model.train()
@@ -418,22 +269,7 @@ class ServerRunner:
             batches = sum(spec.local_iters)
             self._add_rows(r, records, float(loss_sum.item()) / max(batches, 1), test_acc, test_loss)
             done = r + 1
-            samples = sum(k * d for k, d in zip(spec.local_iters, spec.batch_sizes, strict=True))
-            train_s = t_train - t0
-            self.round_rows.append({
-                "round": done,
-                "method": spec.method,
-                "wall_s": t1 - t0,
-                "train_s": train_s,
-                "aggregate_s": t1 - t_train,
-                "eval_s": t2 - t1,
-                "samples": samples,
-                "samples_per_s": samples / train_s if train_s > 0 else math.nan,
-                "up_bytes": sum(rec.up_bytes for rec in records),
-                "down_bytes": sum(rec.report["down_bytes"] for rec in records),
-                "max_round_s": max(rec.t_end - rec.t_start for rec in records),
-                "sum_round_s": sum(rec.t_end - rec.t_start for rec in records),
-            })
+            self.round_rows.append(rows.round_row(spec, done, records, t0, t_train, t1, t2))
             if done % spec.checkpoint_every == 0 or done == spec.rounds or done == stop:
                 t3 = time.perf_counter()
                 self._save_checkpoint(done)
@@ -450,78 +286,12 @@ class ServerRunner:
         self._write_outputs()
 
     def _add_rows(self, r: int, records: list[DeviceRecord], train_loss: float, test_acc, test_loss) -> None:
-        spec = self.spec
-        prev = self.metrics[-1] if self.metrics else {"sim_time_s": 0.0, "cum_bits_up": 0.0, "cum_bits_down": 0.0}
-        up_total = down_total = float(sum(self.bits))
-        if spec.bits_up is not None:
-            up_total = float(sum(spec.bits_up))
-        if spec.bits_down is not None:
-            down_total = float(sum(spec.bits_down))
-        self.metrics.append({
-            "round": r + 1,
-            "test_acc": test_acc,
-            "test_loss": test_loss,
-            "train_loss": train_loss,
-            "round_latency_s": spec.round_latency_s,
-            "sim_time_s": prev["sim_time_s"] + spec.round_latency_s,
-            "bits_up_total": up_total,
-            "bits_down_total": down_total,
-            "cum_bits_up": prev["cum_bits_up"] + up_total,
-            "cum_bits_down": prev["cum_bits_down"] + down_total,
-        })
-        for rec in records:
-            n = rec.device
-            rep = rec.report
-            round_s = rec.t_end - rec.t_start
-            compute = rep["device_compute_s"] + rec.server_compute_s
-            self.device_rows.append({
-                "round": r + 1,
-                "device": n,
-                "rank": n + 1,
-                "host": self.links[n].peer.host,
-                "method": spec.method,
-                "split": spec.splits[n],
-                "local_iters": spec.local_iters[n],
-                "batch_size": spec.batch_sizes[n],
-                "samples": spec.local_iters[n] * spec.batch_sizes[n],
-                "round_s": round_s,
-                "compute_s": compute,
-                "device_compute_s": rep["device_compute_s"],
-                "server_compute_s": rec.server_compute_s,
-                "up_bytes": rec.up_bytes,
-                "up_s": rec.up_s,
-                "up_msgs": rec.up_msgs,
-                "up_latency_s": rec.up_latency_s,
-                "down_bytes": rep["down_bytes"],
-                "down_s": rep["down_s"],
-                "down_msgs": int(rep["down_msgs"]),
-                "down_latency_s": rep["down_latency_s"],
-                "other_s": round_s - compute - rec.up_s - rep["down_s"],
-                "wait_s": rep["wait_s"],
-                "send_s": rep["send_s"],
-                "idle_s": rep["idle_s"],
-            })
+        prev = self.metrics[-1] if self.metrics else None
+        self.metrics.append(rows.metrics_row(self.spec, self.bits, prev, r, train_loss, test_acc, test_loss))
+        hosts = [link.peer.host for link in self.links]
+        self.device_rows.extend(rows.device_rows(self.spec, hosts, r, records))
 
     def _write_outputs(self) -> None:
-        out = self.out
-        write_csv(self.metrics, METRICS_COLUMNS, out / "metrics.csv")
-        write_csv(self.device_rows, DEVICE_COLUMNS, out / "measured_devices.csv")
-        write_csv(self.round_rows, ROUND_COLUMNS, out / "measured_rounds.csv")
-        write_torch({k: v.detach().clone() for k, v in self.model.state_dict().items()}, out / "final_model.pt")
-        last = self.metrics[-1]
-        write_json({
-            "spec": self.spec.to_dict(),
-            "runtime": "distributed",
-            "backend": "gloo",
-            "num_devices": self.N,
-            "num_units": self.L,
-            "hosts": [self.me.host] + [link.peer.host for link in self.links],
-            "rounds_completed": len(self.metrics),
-            "final_test_acc": last["test_acc"],
-            "final_test_loss": last["test_loss"],
-            "final_train_loss": last["train_loss"],
-            "best_test_acc": max(m["test_acc"] for m in self.metrics),
-            "wall_time_s": float(sum(row["wall_s"] for row in self.round_rows)),
-            "train_time_s": float(sum(row["train_s"] for row in self.round_rows)),
-            "torch_version": torch.__version__,
-        }, out / "summary.json")
+        hosts = [self.me.host] + [link.peer.host for link in self.links]
+        summary = rows.summary(self.spec, self.N, self.L, hosts, self.metrics, self.round_rows)
+        write_outputs(self.out, self.metrics, self.device_rows, self.round_rows, self.model, summary)

@@ -42,7 +42,7 @@ def train_method(name: str) -> TrainMethod:
 
 def read_document(path: str | Path, kind: str) -> dict:
     """Read a JSON input of a stage and validate it against schemas/<kind>.schema.json; errors name the file."""
-    from hetsfl.optim.problem import read_json, validate_document
+    from hetsfl.optim.validate import read_json, validate_document
 
     doc = read_json(path, kind)
     if not isinstance(doc, dict):

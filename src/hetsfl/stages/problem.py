@@ -7,7 +7,7 @@ from pathlib import Path
 from hetsfl.errors import ConfigError
 from hetsfl.io import write_json
 from hetsfl.optim.build import build_problem
-from hetsfl.optim.problem import validate_document
+from hetsfl.optim.validate import validate_document
 from hetsfl.stages.common import read_document
 
 

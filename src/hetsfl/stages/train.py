@@ -49,33 +49,71 @@ def stage_train(
 
     Simulated time (``round_latencies``): under per-round fading each round's latency under ``fading_policy``;
     SFL-V2 by its own clock (its device order of each round for this ``seed``); else the solution's latency."""
-    expected = train_method(method)
-    problem = read_document(problem_path, "problem")
-    solution = read_document(solution_path, "solution")
-    from hetsfl.optim.solvers import require_feasible
-
-    require_feasible(solution, f"solution {solution_path}")
-    _check_agreement(method, expected.solution_method, model, problem, solution, problem_path, solution_path)
+    expected, problem, solution = _read_checked(method, model, problem_path, solution_path)
 
     import torch
 
-    from hetsfl.data.datasets import load_dataset
-    from hetsfl.data.partition import make_partition, partition_summary
-    from hetsfl.train import TrainSpec, run_training, validate_spec
-
     torch.set_num_threads(threads)
+    train, test = _load_data(dataset, data_dir, allow_download, seed, train_subset, test_subset)
+    parts = _partition(train, len(problem["devices"]), problem_path, partition_scheme, seed, alpha,
+                       shards_per_device, min_size)
+    spec = _train_spec(
+        expected.engine_method, model, problem, solution, rounds=rounds, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, seed=seed, device=device, checkpoint_every=checkpoint_every,
+        eval_batch_size=eval_batch_size,
+        round_latencies_s=round_latencies(problem_path, problem, solution, fading_policy, rounds, seed),
+    )
+    _validate(spec, len(parts), len(problem["layers"]), method, solution_path)
+    return _run(spec, train, test, parts, Path(out_dir), progress)
+
+
+# ---- the steps of stage_train, in order ------------------------------------------------------------------
+def _read_checked(method: str, model: str, problem_path: str | Path, solution_path: str | Path):
+    """The method's registry entry and the problem and solution documents, validated, the solution feasible
+    and agreeing with the method, the model and the problem."""
+    expected = train_method(method)
+    problem = read_document(problem_path, "problem")
+    solution = read_document(solution_path, "solution")
+    from hetsfl.optim.solution import require_feasible
+
+    require_feasible(solution, f"solution {solution_path}")
+    _check_agreement(method, expected.solution_method, model, problem, solution, problem_path, solution_path)
+    return expected, problem, solution
+
+
+def _load_data(dataset: str, data_dir: str | Path, allow_download: bool, seed: int, train_subset: int | None,
+               test_subset: int | None):
+    """The training and test sets, each cut to its seeded subset if one is configured."""
+    from hetsfl.data.datasets import load_dataset
+
     train, test = load_dataset(dataset, data_dir, allow_download)
     train = _subset(train, train_subset, seed, "train_subset", "training")
     test = _subset(test, test_subset, seed, "test_subset", "test")
-    devices = problem["devices"]
+    return train, test
+
+
+def _partition(train, num_devices: int, problem_path: str | Path, scheme: str, seed: int, alpha: float,
+               shards_per_device: int, min_size: int) -> list:
+    """The training set's indices per device; ConfigError naming the scheme if it cannot be partitioned."""
+    from hetsfl.data.partition import make_partition
+
     try:
-        parts = make_partition(train.y.numpy(), len(devices), partition_scheme, seed, alpha=alpha,
-                               shards_per_device=shards_per_device, min_size=min_size)
+        return make_partition(train.y.numpy(), num_devices, scheme, seed, alpha=alpha,
+                              shards_per_device=shards_per_device, min_size=min_size)
     except ValueError as exc:
-        raise ConfigError(f"train.partition ({partition_scheme}, {len(devices)} devices of {problem_path}, "
+        raise ConfigError(f"train.partition ({scheme}, {num_devices} devices of {problem_path}, "
                           f"{len(train)} training samples): {exc}") from exc
-    spec = TrainSpec(
-        method=expected.engine_method,
+
+
+def _train_spec(engine_method: str, model: str, problem: dict, solution: dict, *, rounds: int, lr: float,
+                momentum: float, weight_decay: float, seed: int, device: str, checkpoint_every: int,
+                eval_batch_size: int, round_latencies_s: list[float] | None):
+    """The TrainSpec: splits, latency and bits from the solution, iterations and batches from the problem."""
+    from hetsfl.train import TrainSpec
+
+    devices = problem["devices"]
+    return TrainSpec(
+        method=engine_method,
         model=model,
         splits=[int(s) for s in solution["splits"]],
         rounds=rounds,
@@ -87,18 +125,29 @@ def stage_train(
         seed=int(seed),
         device=device,
         round_latency_s=float(solution["objective_s"]),
-        round_latencies_s=round_latencies(problem_path, problem, solution, fading_policy, rounds, seed),
+        round_latencies_s=round_latencies_s,
         bits_up=[float(d["bits_up"]) for d in solution["per_device"]],
         bits_down=[float(d["bits_down"]) for d in solution["per_device"]],
         checkpoint_every=checkpoint_every,
         eval_batch_size=eval_batch_size,
     )
+
+
+def _validate(spec, num_parts: int, num_layers: int, method: str, solution_path: str | Path) -> None:
+    """ConfigError naming the method and solution if the spec cannot be trained (train.validate_spec)."""
+    from hetsfl.train import validate_spec
+
     try:
-        validate_spec(spec, len(parts), len(problem["layers"]))
+        validate_spec(spec, num_parts, num_layers)
     except ValueError as exc:
         raise ConfigError(f"{method} with the solution {solution_path} cannot be trained: {exc}") from exc
-    # All checks passed: the first output.
-    out_dir = Path(out_dir)
+
+
+def _run(spec, train, test, parts: list, out_dir: Path, progress: bool) -> pd.DataFrame:
+    """All checks passed: write the partition summary (the first output), train, then the provenance."""
+    from hetsfl.data.partition import partition_summary
+    from hetsfl.train import run_training
+
     write_json(out_dir / "partition.json", partition_summary(parts, train.y.numpy(), train.num_classes))
     metrics = run_training(spec, train, test, parts, out_dir, progress=progress)
     write_json(out_dir / "provenance.json", provenance())
@@ -122,7 +171,7 @@ def round_latencies(problem_path: str | Path, problem: dict, solution: dict, fad
                               fading="rayleigh", train_seed=seed)
         return sim["round_latency_s"]
     if solution.get("latency_model") == "sfl_v2":
-        from hetsfl.optim.sfl_v2 import round_latencies as v2_round_latencies
+        from hetsfl.optim.sfl_v2_clock import round_latencies as v2_round_latencies
 
         return v2_round_latencies(Problem.read(problem_path), solution["splits"], solution["bandwidth_hz"], seed,
                                   rounds)
