@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from hetsfl.runtime.comm import Kind, Link, PeerInfo, Received
 from hetsfl.runtime.errors import CommError, RunConfigError
 from hetsfl.runtime.faults import fault_point
+from hetsfl.runtime.pacing import server_pace
 from hetsfl.runtime.packing import pack, unpack
 from hetsfl.runtime.plan import MOMENTUM_PREFIX, REPORT_FIELDS, REPORT_LAYOUT, Plan
 from hetsfl.runtime.records import (
@@ -296,7 +297,8 @@ class ServerRunner:
 
         def step(n, x, y, rec):
             t = time.perf_counter()
-            out = server_step(self.copies[n], opts[n], x, y, self.plan.needs_grad(n))
+            with server_pace(n):
+                out = server_step(self.copies[n], opts[n], x, y, self.plan.needs_grad(n))
             rec.server_compute_s += time.perf_counter() - t
             return out
 
@@ -370,7 +372,8 @@ class ServerRunner:
 
         def step(n, x, y, rec):
             t = time.perf_counter()
-            out = server_step(self.sl_server, self.opt_s, x, y, self.plan.needs_grad(n))
+            with server_pace(n):
+                out = server_step(self.sl_server, self.opt_s, x, y, self.plan.needs_grad(n))
             rec.server_compute_s += time.perf_counter() - t
             return out
 
