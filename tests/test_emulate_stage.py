@@ -143,3 +143,14 @@ def test_short_emulation_on_the_test_config(inputs, tmp_path):
     assert (dev["measured_server_compute_s"] > 0.5 * dev["predicted_server_compute_s"]).all()
     assert (dev["measured_up_bytes"] >= dev["predicted_up_bytes"]).all()  # payload + int64 labels
     assert set(list_namespaces()) <= before  # every namespace removed
+
+
+def test_config_schema_methods_are_the_emulate_registry():
+    from hetsfl.config import load_schema
+    from hetsfl.optim.solvers import SOLVERS
+    from hetsfl.stages.emulate import EMULATE_METHODS
+
+    schema = load_schema()["properties"]["emulate"]["properties"]["methods"]
+    assert schema["items"]["enum"] == list(EMULATE_METHODS)
+    assert set(EMULATE_METHODS) <= set(SOLVERS)
+    assert set(schema["default"]) <= set(EMULATE_METHODS)
