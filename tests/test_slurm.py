@@ -293,7 +293,8 @@ def test_runtime_as_one_srun_job_step(slurm_cluster, tmp_path):
     perm = np.random.default_rng(1).permutation(len(train))
     parts = [np.sort(p) for p in np.split(perm, [180])]
     spec = TrainSpec(method="sfl", model="cnn", splits=[2, 4], rounds=2, local_iters=[2, 3], batch_sizes=[8, 16],
-                     lr=0.05, momentum=0.9, weight_decay=5e-4, seed=3)
+                     lr=0.05, momentum=0.9, weight_decay=5e-4, seed=3, bits_per_activation=32,
+                     bits_per_param=32)
     run_dir = tmp_path / "run"
     write_run(run_dir, spec, train, test, parts, RunOptions(timeout_s=120))
     env = dict(slurm_cluster, GLOO_SOCKET_IFNAME="lo", PYTHONPATH=str(REPO / "src"))
