@@ -154,3 +154,37 @@ def test_config_schema_methods_are_the_emulate_registry():
     assert schema["items"]["enum"] == list(EMULATE_METHODS)
     assert set(EMULATE_METHODS) <= set(SOLVERS)
     assert set(schema["default"]) <= set(EMULATE_METHODS)
+
+
+def test_choose_alpha_fits_the_largest_rate_and_the_sum_and_rounds_up():
+    from hetsfl.emulation import smallest_alpha
+    from hetsfl.stages.emulate import choose_alpha
+
+    dev, host = [1e9, 5e9], 5e10
+    shares = {"ao": [2.5e11, 2.5e11], "sl": [5e11]}
+    a = choose_alpha(dev, shares, host, cores=2, headroom=0.8)
+    exact = max(smallest_alpha(dev, s, host, cores=2, headroom=0.8) for s in shares.values())
+    assert exact <= a < exact * 1.1  # two significant digits, never below
+    assert a == pytest.approx(10.0)  # sl: 5e11 / 5e10 on one core; ao: 5.06e11 / (1.6 x 5e10) = 6.3
+
+
+def test_pacing_reads_its_fractions_from_the_environment(monkeypatch):
+    import importlib
+
+    import hetsfl.runtime.pacing as pacing
+    from hetsfl.emulation.compute import paced
+
+    monkeypatch.setenv(pacing.DEVICE_ENV, "0.25")
+    monkeypatch.setenv(pacing.SERVER_ENV, "[0.5, 1.0]")
+    mod = importlib.reload(pacing)
+    try:
+        assert isinstance(mod.device_pace(), paced) and mod.device_pace().fraction == 0.25
+        assert mod.server_pace(1).fraction == 1.0
+        monkeypatch.setenv(pacing.DEVICE_ENV, "2")
+        with pytest.raises(ValueError, match="HETSFL_PACE"):
+            importlib.reload(pacing)
+    finally:
+        monkeypatch.delenv(pacing.DEVICE_ENV)
+        monkeypatch.delenv(pacing.SERVER_ENV)
+        mod = importlib.reload(pacing)
+    assert not isinstance(mod.device_pace(), paced)  # no emulation: a no-op
