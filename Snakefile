@@ -1,4 +1,4 @@
-# hetsfl: scenario -> profile -> problem -> optimize -> tables -> train -> reports.
+# hetsfl: scenario -> profile -> problem -> optimize -> tables -> train (-> emulate) -> reports.
 # Run: snakemake --cores all   (config/config.yaml is the embedded default; --configfile to change it)
 from snakemake.utils import min_version
 
@@ -19,6 +19,7 @@ include: "workflow/rules/scenario.smk"
 include: "workflow/rules/profile.smk"
 include: "workflow/rules/optimize.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/emulate.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -26,6 +27,7 @@ localrules:
     all,
     optimize_all,
     train_all,
+    emulate_all,
     report_all,
     scenario,
     problem,
@@ -39,6 +41,7 @@ rule all:
     input:
         optimisation_targets(),
         train_targets(),
+        emulate_targets(),
         report_targets(),
 
 
@@ -50,6 +53,11 @@ rule optimize_all:
 rule train_all:
     input:
         train_targets(),
+
+
+rule emulate_all:
+    input:
+        emulate_targets(),
 
 
 rule report_all:

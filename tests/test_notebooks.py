@@ -202,3 +202,22 @@ def test_profile_notebook(tmp_path):
     out_dir, stdout = execute("profile", tmp_path, profile_json=json_path, profile_csv=csv_path)
     assert_figures(out_dir, FIGURES["profile"])
     assert "with intercept" in stdout and "r_squared" in stdout
+
+
+def test_latency_notebook_with_an_emulation_table(tmp_path):
+    """The emulation section draws its two figures when the emulate stage's table is passed (and says so in
+    one line when it is not: the other latency tests)."""
+    from test_report_emulation import _table
+
+    root = tmp_path / "results"
+    problem, solution = write_problem_and_solution(root, n=3)
+    table = root / "tables" / "emulation.csv"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    _table({"ao": 1.1, "fixed_split": 1.05, "fl": 0.95}).to_csv(table, index=False)
+    prof = root / "profiles" / "cnn.json"
+    prof.parent.mkdir(parents=True, exist_ok=True)
+    prof.write_text(json.dumps({"units": [{"time_s": 1e-3}, {"time_s": 2e-3}, {"time_s": 4e-3}]}))
+    out_dir, stdout = execute("latency", tmp_path, sweep_tables=[], problem=problem, ao_solution=solution,
+                              emulation_table=str(table), emulation_profile=str(prof))
+    assert_figures(out_dir, ["emulation_round_times", "emulation_device_terms"])
+    assert "median_ratio: 1.05" in stdout and "R² FLOPs" in stdout

@@ -29,7 +29,8 @@ OPTS = RunOptions(timeout_s=90)
 
 def spec_for(method: str, **kw) -> TrainSpec:
     base = dict(method=method, model="cnn", splits=SPLITS[method], rounds=2, local_iters=[2, 3, 2],
-                batch_sizes=[8, 16, 12], lr=0.05, momentum=0.9, weight_decay=5e-4, seed=3, bits_per_activation=32, bits_per_param=32)
+                batch_sizes=[8, 16, 12], lr=0.05, momentum=0.9, weight_decay=5e-4, seed=3, bits_per_activation=32,
+                bits_per_param=32)
     base.update(kw)
     return TrainSpec(**base)
 
@@ -120,7 +121,8 @@ def test_batchnorm_model_equal_in_process(tmp_path):
     test = ImageDataset(x=x[16:], y=y[16:], num_classes=10, name="random")
     parts = [np.arange(0, 6), np.arange(6, 16)]
     spec = TrainSpec(method="sfl", model="resnet18", splits=[2, 7], rounds=2, local_iters=[2, 1],
-                     batch_sizes=[4, 4], lr=0.05, momentum=0.9, seed=3, eval_batch_size=8, bits_per_activation=32, bits_per_param=32)
+                     batch_sizes=[4, 4], lr=0.05, momentum=0.9, seed=3, eval_batch_size=8, bits_per_activation=32,
+                     bits_per_param=32)
     check_equal_to_engine(tmp_path, spec, train, test, parts)
     final = load_state(tmp_path / "dist" / "final_model.pt")
     assert all(int(final[k]) == 2 for k in final if k.endswith("num_batches_tracked"))

@@ -27,7 +27,8 @@ HOST = socket.gethostname()
 
 def spec_for(method: str = "sfl", **kw) -> TrainSpec:
     base = dict(method=method, model="cnn", splits=[1, 3, 5], rounds=3, local_iters=[2, 3, 2],
-                batch_sizes=[8, 16, 12], lr=0.05, momentum=0.9, weight_decay=5e-4, seed=4, checkpoint_every=1, bits_per_activation=32, bits_per_param=32)
+                batch_sizes=[8, 16, 12], lr=0.05, momentum=0.9, weight_decay=5e-4, seed=4, checkpoint_every=1,
+                bits_per_activation=32, bits_per_param=32)
     base.update(kw)
     return TrainSpec(**base)
 

@@ -276,3 +276,43 @@ def test_pipeline_test_config_on_slurm(slurm_cluster, tmp_path):
         job_ids.add(json.loads(prov.read_text())["slurm_job_id"])
     assert len(job_ids) >= 2 and all(j and j.isdigit() for j in job_ids), job_ids
     assert job_ids <= {p.stem for p in slurm_logs}, (job_ids, [p.stem for p in slurm_logs])
+
+
+def test_runtime_as_one_srun_job_step(slurm_cluster, tmp_path):
+    """The distributed runtime as one job step of N + 1 = 3 tasks inside an allocation (issue 11 §4): every
+    rank takes rank, world size and master from SLURM's environment; the run ends with the in-process
+    engine's model."""
+    import numpy as np
+    import torch
+    from _data import fashion_subset
+
+    from hetsfl.runtime import RunOptions, write_run
+    from hetsfl.train import TrainSpec, run_training
+
+    train, test = fashion_subset(400, 100)
+    perm = np.random.default_rng(1).permutation(len(train))
+    parts = [np.sort(p) for p in np.split(perm, [180])]
+    spec = TrainSpec(method="sfl", model="cnn", splits=[2, 4], rounds=2, local_iters=[2, 3], batch_sizes=[8, 16],
+                     lr=0.05, momentum=0.9, weight_decay=5e-4, seed=3, bits_per_activation=32,
+                     bits_per_param=32)
+    run_dir = tmp_path / "run"
+    write_run(run_dir, spec, train, test, parts, RunOptions(timeout_s=120))
+    env = dict(slurm_cluster, GLOO_SOCKET_IFNAME="lo", PYTHONPATH=str(REPO / "src"))
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    # --overcommit: the test node may have fewer CPUs than tasks
+    cmd = ["salloc", "--ntasks", "3", "--overcommit", "--time", "10", "--",
+           "srun", "--ntasks", "3", "--overcommit", "--output", str(run_dir / "logs" / "srun-%t.out"),
+           sys.executable, "-m", "hetsfl.runtime", "rank", "--run-dir", str(run_dir)]
+    (run_dir / "logs").mkdir(exist_ok=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    outs = "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted((run_dir / "logs").glob("srun-*.out")))
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}\n{outs}"
+    for rank in range(3):
+        log = (run_dir / "logs" / f"rank{rank}.log").read_text()
+        assert f"as rank {rank} of 3" in log and "(from slurm)" in log, log[-2000:]
+    run_training(spec, train, test, parts, tmp_path / "engine", progress=False)
+    a = torch.load(tmp_path / "engine" / "final_model.pt", weights_only=True)
+    b = torch.load(run_dir / "final_model.pt", weights_only=True)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=f"{key} differs")

@@ -36,6 +36,9 @@ PATHS = {
     "train": f"{RESULTS}/train/{{method}}/seed{{seed}}/{{file}}",
     "notebook": f"{RESULTS}/notebooks/{{name}}.{{ext}}",
     "figures": f"{RESULTS}/figures/{{name}}",
+    "emulation_table": f"{RESULTS}/tables/emulation.csv",
+    "emulation": f"{RESULTS}/emulation/{{method}}/{{file}}",
+    "emulation_meta": f"{RESULTS}/emulation/emulation.json",
 }
 LOG_PATHS = {
     "scenario": f"{LOGS}/scenario/{{scenario}}.log",
@@ -47,6 +50,7 @@ LOG_PATHS = {
     "rounds_table": f"{LOGS}/tables/rounds_{{scenario}}.log",
     "train": f"{LOGS}/train/{{method}}/seed{{seed}}.log",
     "notebook": f"{LOGS}/notebook/{{name}}.log",
+    "emulate": f"{LOGS}/emulate/emulate.log",
 }
 
 
@@ -116,3 +120,8 @@ def train_targets():
         for m in config["train"]["methods"]
         for s in config["train"]["seeds"]
     ]
+
+
+def emulate_targets():
+    """The emulation table when `emulate` is configured (else nothing)."""
+    return [result("emulation_table")] if config.get("emulate") else []

@@ -26,6 +26,15 @@ NOTEBOOK_DATA = {
         "rounds_tables": [result("rounds_table", scenario=s) for s in PER_ROUND],
         "problem": result("problem", scenario=REPORT_SCENARIO),
         "ao_solution": result("solution", scenario=REPORT_SCENARIO, method="ao"),
+        # the emulate stage's table and the profile its refinement uses, when `emulate` is configured
+        **(
+            {
+                "emulation_table": result("emulation_table"),
+                "emulation_profile": result("profile_json", model=MODEL),
+            }
+            if config.get("emulate")
+            else {}
+        ),
     },
     "training": {"metrics": train_targets()},
     "profile": {

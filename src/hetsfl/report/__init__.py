@@ -9,11 +9,23 @@ matplotlib figures; only the ``load_*`` helpers and :func:`read_json` read files
 - :mod:`~hetsfl.report.latency`: latency sweeps; :mod:`~hetsfl.report.extensions`: server sharing compared,
   cumulative time under per-round fading; :mod:`~hetsfl.report.solution`: one AO solution;
 - :mod:`~hetsfl.report.training`: time to accuracy, accuracy at a deadline, accuracy curves;
-- :mod:`~hetsfl.report.profile`: the model profile and the fit of time against FLOPs.
+- :mod:`~hetsfl.report.profile`: the model profile and the fit of time against FLOPs;
+- :mod:`~hetsfl.report.emulation`: predicted against measured times of the emulate stage.
 
 Every public name is re-exported here, so notebooks use ``from hetsfl import report as R; R.<name>``.
 """
 
+from hetsfl.report.emulation import (
+    device_terms_frame,
+    emulation_goals,
+    load_emulation_table,
+    message_overhead,
+    plot_device_terms,
+    plot_round_times,
+    refined_compute,
+    round_frame,
+    term_ratios,
+)
 from hetsfl.report.extensions import (
     SHARING_KEY,
     load_rounds,
@@ -87,6 +99,15 @@ __all__ = [
     "accuracy_at_deadline",
     "breakdown_frame",
     "cut_table",
+    "device_terms_frame",
+    "emulation_goals",
+    "load_emulation_table",
+    "message_overhead",
+    "plot_device_terms",
+    "plot_round_times",
+    "refined_compute",
+    "round_frame",
+    "term_ratios",
     "default_deadline",
     "fit_time_model",
     "iterations_frame",

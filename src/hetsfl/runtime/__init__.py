@@ -7,7 +7,7 @@ server records the measured compute, transfer and waiting times (see :mod:`hetsf
 - :func:`write_run` writes a run directory (run.json, data.pt); :func:`launch_local` runs it as processes
   on this machine; :func:`run_distributed` does both, like ``hetsfl.train.run_training``.
 - ``python -m hetsfl.runtime rank --run-dir DIR`` runs one rank (rank/world/master from arguments or the
-  environment: torchrun, srun); see docs/runtime-draft.md.
+  environment: torchrun, srun); see docs/cluster.md.
 """
 
 from hetsfl.runtime.errors import CommError, LaunchError, RendezvousError, RunConfigError

@@ -21,6 +21,7 @@ import torch
 
 from hetsfl.runtime.comm import Kind, Link, Pending, Received
 from hetsfl.runtime.faults import fault_point
+from hetsfl.runtime.pacing import device_pace
 from hetsfl.runtime.packing import pack, unpack
 from hetsfl.runtime.plan import MOMENTUM_PREFIX, REPORT_FIELDS, REPORT_LAYOUT, Plan
 from hetsfl.runtime.runfile import Run
@@ -107,7 +108,8 @@ class DeviceRunner:
             losses = []
             for k in range(idx.shape[0]):
                 t = time.perf_counter()
-                losses.append(whole_step(self.model, opt, self.x[idx[k]], self.y[idx[k]]))
+                with device_pace():
+                    losses.append(whole_step(self.model, opt, self.x[idx[k]], self.y[idx[k]]))
                 stats.v["device_compute_s"] += time.perf_counter() - t
             up["loss"] = torch.stack(losses)
         else:
@@ -129,9 +131,10 @@ class DeviceRunner:
             grad_pending = link.post(Kind.GRAD_DOWN, grad_layout.nbytes, r, k) if needs_grad else None
             rows = idx[k]
             t = time.perf_counter()
-            if opt is not None:
-                opt.zero_grad(set_to_none=True)
-            out = self.client(self.x[rows])
+            with device_pace():
+                if opt is not None:
+                    opt.zero_grad(set_to_none=True)
+                out = self.client(self.x[rows])
             stats.v["device_compute_s"] += time.perf_counter() - t
             payload = pack(smashed_layout, {"x": out.detach(), "y": self.y[rows]})
             stats.v["send_s"] += link.send(Kind.SMASHED_UP, payload, r, k)
@@ -142,8 +145,9 @@ class DeviceRunner:
             stats.down(got)
             grad = unpack(grad_layout, got.payload)["x"]
             t = time.perf_counter()
-            out.backward(grad)
-            if opt is not None:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+            with device_pace():
+                out.backward(grad)
+                if opt is not None:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
             stats.v["device_compute_s"] += time.perf_counter() - t

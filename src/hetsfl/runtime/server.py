@@ -28,6 +28,7 @@ from hetsfl.runtime import rows
 from hetsfl.runtime.comm import Link, PeerInfo
 from hetsfl.runtime.errors import RunConfigError
 from hetsfl.runtime.faults import fault_point
+from hetsfl.runtime.pacing import server_pace
 from hetsfl.runtime.packing import pack
 from hetsfl.runtime.plan import MOMENTUM_PREFIX, Plan
 from hetsfl.runtime.records import (
@@ -174,7 +175,8 @@ class ServerRunner:
 
         def step(n, x, y, rec):
             t = time.perf_counter()
-            out = server_step(self.copies[n], opts[n], x, y, self.plan.needs_grad(n))
+            with server_pace(n):
+                out = server_step(self.copies[n], opts[n], x, y, self.plan.needs_grad(n))
             rec.server_compute_s += time.perf_counter() - t
             return out
 
@@ -224,7 +226,8 @@ class ServerRunner:
 
         def step(n, x, y, rec):
             t = time.perf_counter()
-            out = server_step(self.sl_server, self.opt_s, x, y, self.plan.needs_grad(n))
+            with server_pace(n):
+                out = server_step(self.sl_server, self.opt_s, x, y, self.plan.needs_grad(n))
             rec.server_compute_s += time.perf_counter() - t
             return out
 

@@ -83,3 +83,35 @@ def train_settings(cfg: dict) -> dict:
         "checkpoint_every": t["checkpoint_every"],
         "eval_batch_size": t["eval_batch_size"],
     }
+
+
+def emulate_settings(cfg: dict) -> dict:
+    """Keyword arguments of stages.emulate.stage_emulate, but for the paths (None if `emulate` is not set)."""
+    em = cfg.get("emulate")
+    if em is None:
+        return {}
+    t, part, data = cfg["train"], cfg["train"]["partition"], cfg["dataset"]
+    return {
+        "methods": list(em["methods"]),
+        "model": cfg["model"],
+        "dataset": data["name"],
+        "data_dir": data["data_dir"],
+        "allow_download": data["allow_download"],
+        "seed": cfg["seed"],
+        "rounds": em["rounds"],
+        "alpha": em["alpha"],
+        "local_iters": em["local_iters"],
+        "cores": em["cores"],
+        "headroom": em["headroom"],
+        "lr": t["lr"],
+        "momentum": t["momentum"],
+        "weight_decay": t["weight_decay"],
+        "partition_scheme": part["scheme"],
+        "partition_alpha": part["alpha"],
+        "shards_per_device": part["shards_per_device"],
+        "min_size": part["min_size"],
+        "train_subset": em["train_subset"],
+        "test_subset": em["test_subset"],
+        "timeout_s": em["timeout_s"],
+        "require_emulation": em["require_emulation"],
+    }
