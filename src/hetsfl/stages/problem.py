@@ -11,7 +11,6 @@ from hetsfl.optim.refine import measured_compute_problem
 from hetsfl.optim.validate import validate_document
 from hetsfl.stages.common import read_document
 
-
 COMPUTE_MODELS = ("flops", "measured")
 
 
