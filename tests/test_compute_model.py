@@ -117,3 +117,12 @@ def test_refined_problem_differs_only_where_times_disagree_with_flops(tmp_path, 
     t = np.cumsum([u["time_fwd_s"] + u["time_bwd_s"] for u in profile["units"]])
     host = profile["meta"]["host_flops_per_s"]
     np.testing.assert_allclose(a, (p.iters * p.batch / p.dev_flops)[:, None] * host * t[None, :], rtol=1e-9)
+
+
+def test_cli_problem_takes_the_compute_model(tmp_path, cnn_profile, scenario_path):
+    from hetsfl.cli import main
+
+    out = tmp_path / "cli.json"
+    assert main(["problem", "--scenario", str(scenario_path), "--profile", str(cnn_profile), "--out", str(out),
+                 "--compute-model", "measured"]) == 0
+    assert json.loads(out.read_text())["meta"]["compute_model"] == "measured"
