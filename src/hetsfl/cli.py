@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--optimizer-state-copies", type=_int_at_least(0), default=1)
+    p.add_argument("--compute-model", choices=["flops", "measured"], default="flops",
+                   help="measured: each unit's FLOPs = the profile's host FLOP/s x its measured time")
 
     p = sub.add_parser("optimize", help="solve a problem file (prints a one-line summary; the file has it all)")
     p.add_argument("--problem", required=True)
@@ -184,7 +186,7 @@ def _run(args: argparse.Namespace) -> int:
         from hetsfl.stages.problem import stage_problem
 
         stage_problem(scenario_path=args.scenario, profile_path=args.profile, out=args.out,
-                      optimizer_state_copies=args.optimizer_state_copies)
+                      optimizer_state_copies=args.optimizer_state_copies, compute_model=args.compute_model)
     elif args.command == "optimize":
         from hetsfl.stages.optimize import stage_optimize, summary
 

@@ -6,8 +6,8 @@ replaces every unit's forward and backward FLOPs by its effective FLOPs H t_fwd,
 t the profile's measured seconds per sample on the profiling host and H that host's FLOP/s (per
 CPU-second at one thread, e.g. hetsfl.emulation.calibrate_model): a device of c_n FLOP/s is then assumed
 to run every unit c_n / H times as fast as the host does. The result is an ordinary problem document, so
-every solver uses it unchanged. Not wired into the pipeline yet (a `compute_model: flops|measured` option
-of the problem stage is the follow-up); hetsfl.report.emulation.refined_compute applies the same model to
+every solver uses it unchanged. The problem stage applies it with `optimize.compute_model: measured` (H from
+the profile's meta.host_flops_per_s); hetsfl.report.emulation.refined_compute applies the same model to
 the emulation table.
 """
 

@@ -7,14 +7,37 @@ from pathlib import Path
 from hetsfl.errors import ConfigError
 from hetsfl.io import write_json
 from hetsfl.optim.build import build_problem
+from hetsfl.optim.refine import measured_compute_problem
 from hetsfl.optim.validate import validate_document
 from hetsfl.stages.common import read_document
 
+COMPUTE_MODELS = ("flops", "measured")
+
+
+def profile_host_flops(profile: dict, profile_path: str | Path) -> float:
+    """The profile's measured host FLOP/s H (meta.host_flops_per_s); ConfigError if it has none."""
+    host = profile.get("meta", {}).get("host_flops_per_s") if isinstance(profile.get("meta"), dict) else None
+    if host is None:
+        raise ConfigError(f"profile file {profile_path} has no measured host FLOP/s (meta.host_flops_per_s), "
+                          "which optimize.compute_model: measured needs; it was written by an older profile "
+                          "stage: rerun the profile stage (delete the file) or set optimize.compute_model: flops")
+    return host
+
 
 def stage_problem(
-    *, scenario_path: str | Path, profile_path: str | Path, out: str | Path, optimizer_state_copies: int = 1
+    *,
+    scenario_path: str | Path,
+    profile_path: str | Path,
+    out: str | Path,
+    optimizer_state_copies: int = 1,
+    compute_model: str = "flops",
 ) -> dict:
-    """Validate the scenario (errors name the scenario file), build the problem, validate it, write it."""
+    """Validate the scenario (errors name the scenario file), build the problem, validate it, write it.
+
+    compute_model "flops": each unit's work is its counted FLOPs; "measured": its effective FLOPs H t from
+    the profile's measured times (hetsfl.optim.refine, docs/model.md), recorded as meta.compute_model."""
+    if compute_model not in COMPUTE_MODELS:
+        raise ConfigError(f"compute_model must be one of {', '.join(COMPUTE_MODELS)}, got {compute_model!r}")
     from hetsfl.profiling.files import read_profile
 
     scenario = read_document(scenario_path, "scenario")
@@ -24,6 +47,8 @@ def stage_problem(
     except (TypeError, ValueError) as exc:  # the scenario is valid by now: a profile value is not a number
         raise ConfigError(f"profile file {profile_path}: a unit's value is not a number ({exc}); "
                           "rerun the profile stage to regenerate it") from exc
+    if compute_model == "measured":
+        problem = measured_compute_problem(problem, profile, profile_host_flops(profile, profile_path))
     validate_document(problem, "problem", f"the problem built from {scenario_path} and {profile_path}")
     write_json(out, problem)
     return problem

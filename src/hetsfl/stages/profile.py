@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hetsfl.errors import ConfigError
 from hetsfl.io import provenance
 from hetsfl.stages.common import DATASET_CLASSES, DATASET_SHAPES
 
+if TYPE_CHECKING:
+    from hetsfl.models.base import SplittableModel
+
 log = logging.getLogger("hetsfl.stages.profile")
+
+HOST_FLOPS_METHOD = "calibrate_model: counted FLOPs / median CPU time, forward + backward, 1 thread"
+
+
+def host_flops_per_s(net: SplittableModel, *, batch_size: int, seed: int) -> float:
+    """H of the measured-compute refinement (docs/model.md): this host's FLOP/s per CPU-second at one
+    thread on forward + backward of the whole model (hetsfl.emulation.compute.calibrate_model, the same H
+    the emulate stage sets its CPU quotas from)."""
+    from hetsfl.emulation.compute import calibrate_model
+
+    return float(calibrate_model(net, batch_size=batch_size, seed=seed))
 
 
 def stage_profile(
@@ -39,9 +54,12 @@ def stage_profile(
     net = build_model(model, num_classes=DATASET_CLASSES[dataset], input_shape=shape)
     rows = profile_model(net, batch_size=batch_size, repeats=repeats, bits_per_activation=bits_per_activation,
                          bits_per_param=bits_per_param, seed=seed)
+    host = host_flops_per_s(net, batch_size=batch_size, seed=seed)
+    log.info("host FLOP/s (CPU time, one thread, forward + backward of %s): %.4g", model, host)
     meta = {"model": model, "input_shape": list(shape), "batch_size": batch_size, "repeats": repeats,
             "threads": threads, "torch": torch.__version__, "bits_per_activation": bits_per_activation,
-            "bits_per_param": bits_per_param, "provenance": provenance()}
+            "bits_per_param": bits_per_param, "host_flops_per_s": host, "host_flops_method": HOST_FLOPS_METHOD,
+            "provenance": provenance()}
     write_profile(rows, out_json, out_csv, meta)
     log.info("profile of %s: %d units written to %s", model, len(rows), out_json)
     return rows

@@ -25,7 +25,8 @@ def profile_settings(cfg: dict) -> dict:
 
 def problem_settings(cfg: dict) -> dict:
     """Keyword arguments of stages.problem.stage_problem, but for the paths."""
-    return {"optimizer_state_copies": cfg["optimize"]["optimizer_state_copies"]}
+    opt = cfg["optimize"]
+    return {"optimizer_state_copies": opt["optimizer_state_copies"], "compute_model": opt["compute_model"]}
 
 
 # Methods timed by SFL-V2's own clock: they depend on the device order of a training seed and list the
