@@ -14,6 +14,7 @@ from hetsfl.models import SplittableModel, build_model
 from hetsfl.runtime.errors import RunConfigError
 from hetsfl.runtime.packing import Layout, activation_shapes, batch_layout, momentum_layout, unit_layout
 from hetsfl.train import TrainSpec
+from hetsfl.train.spec import check_splits as train_check_splits
 
 __all__ = ["MOMENTUM_PREFIX", "REPORT_FIELDS", "REPORT_LAYOUT", "Plan", "check_splits", "client_trains"]
 
@@ -27,20 +28,11 @@ REPORT_LAYOUT = Layout(tuple((f, (), torch.float64) for f in REPORT_FIELDS))
 
 
 def check_splits(spec: TrainSpec, num_units: int) -> None:
-    """The engine's rules for split points: FL all L, split methods 1..L-1, SL one common split."""
-    L, s = num_units, spec.splits
-    if spec.method == "fl":
-        if any(v != L for v in s):
-            raise RunConfigError(f"FL trains the whole model on every device: all splits must be L={L}, got {s}")
-        return
-    bad = [n for n, v in enumerate(s) if not 1 <= v <= L - 1]
-    if bad:
-        raise RunConfigError(
-            f"{spec.method} needs split points in 1..{L - 1} for model {spec.model!r} (L={L}); devices {bad} "
-            f"have {[s[n] for n in bad]}"
-        )
-    if spec.method == "sl" and len(set(s)) != 1:
-        raise RunConfigError(f"SL uses one common split point for all devices, got {s}")
+    """The engine's rules for split points (hetsfl.train.spec.check_splits), as a RunConfigError."""
+    try:
+        train_check_splits(spec, num_units)
+    except ValueError as exc:
+        raise RunConfigError(str(exc)) from None
 
 
 def client_trains(model: SplittableModel, split: int) -> bool:

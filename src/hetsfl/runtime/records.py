@@ -44,6 +44,7 @@ import torch
 
 from hetsfl.io import write_bytes
 from hetsfl.runtime.errors import RunConfigError
+from hetsfl.train.outputs import METRICS_COLUMNS as ENGINE_METRICS_COLUMNS
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -62,18 +63,7 @@ __all__ = [
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
-METRICS_COLUMNS = [
-    "round",
-    "test_acc",
-    "test_loss",
-    "train_loss",
-    "round_latency_s",
-    "sim_time_s",
-    "bits_up_total",
-    "bits_down_total",
-    "cum_bits_up",
-    "cum_bits_down",
-]
+METRICS_COLUMNS = ENGINE_METRICS_COLUMNS  # the engine's columns, the same meaning
 DEVICE_COLUMNS = [
     "round",
     "device",

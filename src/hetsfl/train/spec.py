@@ -10,7 +10,7 @@ from typing import Any
 
 from hetsfl.train.methods import METHODS
 
-__all__ = ["TrainSpec", "validate_spec"]
+__all__ = ["TrainSpec", "check_splits", "validate_spec"]
 
 # Fields added after the first runs were written. While unset (None) they are left out of to_dict(), so the
 # summary.json and checkpoints of runs that do not use them are the same as before.
@@ -112,7 +112,7 @@ def validate_spec(spec: TrainSpec, num_devices: int, num_units: int | None = Non
     if spec.device != "auto" and not (spec.device == "cpu" or spec.device.startswith("cuda")):
         raise ValueError(f"TrainSpec.device must be 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {spec.device!r}")
     if num_units is not None:
-        _check_splits(spec, num_units)
+        check_splits(spec, num_units)
 
 
 def _check_lengths(spec: TrainSpec, num_devices: int) -> None:
@@ -168,7 +168,8 @@ def _check_bits(spec: TrainSpec) -> None:
         )
 
 
-def _check_splits(spec: TrainSpec, num_units: int) -> None:
+def check_splits(spec: TrainSpec, num_units: int) -> None:
+    """The split rules for L = num_units units: FL all L, split methods 1..L-1, SL one common split."""
     L = num_units
     s = spec.splits
     if spec.method == "fl":
