@@ -39,6 +39,7 @@ PROFILE_FIELDS = (
     "time_q25_s",
     "time_q75_s",
     "time_max_s",
+    "time_step_s",
 )
 
 
@@ -74,8 +75,21 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+def _timed_step(step: Callable[[], object] | None) -> float:
+    """Wall seconds of one optimiser step (0 when the unit has no parameters)."""
+    if step is None:
+        return 0.0
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
 def time_units(
-    cases: list[tuple[nn.Module, torch.Tensor, torch.Tensor | None]], repeats: int, warmup: int = 2, seed: int = 0
+    cases: list[tuple[nn.Module, torch.Tensor, torch.Tensor | None]],
+    repeats: int,
+    warmup: int = 2,
+    seed: int = 0,
+    steps: list[Callable[[], object] | None] | None = None,
 ) -> list[dict[str, float]]:
     """Robust forward/backward times of several units, measured together.
 
@@ -83,26 +97,31 @@ def time_units(
     a burst of load land on one unit only (identical VGG-16 layers came out 4x apart). Here every round times
     each unit once, in a fresh seeded order, after ``warmup`` untimed rounds; a burst then hits all units
     alike. Per unit: the medians of the forward and backward times, and the spread of the total over the
-    repeats (min, quartiles, max), all in seconds for the whole batch.
+    repeats (min, quartiles, max), all in seconds for the whole batch. With ``steps`` (one optimiser step
+    per unit, or None), also ``step``: the median time of that step, timed right after the unit's backward.
     """
     rng = random.Random(seed)
     order = list(range(len(cases)))
     fwd: list[list[float]] = [[] for _ in cases]
     bwd: list[list[float]] = [[] for _ in cases]
+    stp: list[list[float]] = [[] for _ in cases]
     for round_ in range(warmup + repeats):
         rng.shuffle(order)
         for i in order:
             unit, x, grad = cases[i]
             f, b = _timed_pass(unit, x, grad)
+            st = _timed_step(steps[i]) if steps is not None else 0.0
             if round_ >= warmup:
                 fwd[i].append(f)
                 bwd[i].append(b)
+                stp[i].append(st)
     stats = []
-    for fs, bs in zip(fwd, bwd, strict=True):
+    for fs, bs, ss in zip(fwd, bwd, stp, strict=True):
         total = [x + y for x, y in zip(fs, bs, strict=True)]
         stats.append({
             "fwd": statistics.median(fs), "bwd": statistics.median(bs), "min": min(total),
             "q25": _quantile(total, 0.25), "q75": _quantile(total, 0.75), "max": max(total),
+            "step": statistics.median(ss),
         })
     return stats
 
@@ -143,13 +162,17 @@ def profile_model(
     bits_per_param: int = 32,
     seed: int = 0,
     warmup: int = 2,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> list[dict]:
     """One per-sample row per unit, in order (see PROFILE_FIELDS); runs on a train-mode copy of model.
 
     FLOPs and sizes are counted unit by unit; the times are then measured for all units together by
     ``time_units`` (warm-up, interleaved repeats, medians, spread). ``time_s`` = ``time_fwd_s`` +
     ``time_bwd_s`` (medians); ``time_min_s``, ``time_q25_s``, ``time_q75_s``, ``time_max_s`` give the spread
-    of the per-repeat total, per sample.
+    of the per-repeat total, per sample. ``time_step_s`` is per *batch*, not per sample: the median time of
+    one ``torch.optim.SGD(momentum, weight_decay)`` step of the unit's parameters (the training's optimiser;
+    its cost grows with the parameters, not with the batch, and FLOP counts leave it out).
     """
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"batch_size and repeats must be >= 1 and warmup >= 0, got {batch_size}, {repeats}, {warmup}")
@@ -162,7 +185,8 @@ def profile_model(
         row, x, grad = profile_unit(name, unit, unit_input, gen, bits_per_activation, bits_per_param)
         rows.append(row)
         cases.append((unit, unit_input, grad))
-    for row, t in zip(rows, time_units(cases, repeats, warmup, seed), strict=True):
+    steps = [_sgd_step(unit, momentum, weight_decay) for unit, _, _ in cases]
+    for row, t in zip(rows, time_units(cases, repeats, warmup, seed, steps), strict=True):
         row.update({
             "time_fwd_s": t["fwd"] / batch_size,
             "time_bwd_s": t["bwd"] / batch_size,
@@ -171,8 +195,18 @@ def profile_model(
             "time_q25_s": t["q25"] / batch_size,
             "time_q75_s": t["q75"] / batch_size,
             "time_max_s": t["max"] / batch_size,
+            "time_step_s": t["step"],
         })
     return rows
+
+
+def _sgd_step(unit: nn.Module, momentum: float, weight_decay: float) -> Callable[[], object] | None:
+    """One SGD step of the unit's trainable parameters as the training takes it, or None if it has none."""
+    params = [p for p in unit.parameters() if p.requires_grad]
+    if not params:
+        return None
+    opt = torch.optim.SGD(params, lr=1e-6, momentum=momentum, weight_decay=weight_decay)
+    return opt.step
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -39,6 +39,8 @@ def stage_profile(
     seed: int,
     out_json: str | Path,
     out_csv: str | Path,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> list[dict]:
     """Profile ``model`` on inputs shaped like ``dataset``'s and write the profile (JSON and CSV)."""
     if dataset not in DATASET_SHAPES:
@@ -53,12 +55,14 @@ def stage_profile(
     shape = DATASET_SHAPES[dataset]
     net = build_model(model, num_classes=DATASET_CLASSES[dataset], input_shape=shape)
     rows = profile_model(net, batch_size=batch_size, repeats=repeats, bits_per_activation=bits_per_activation,
-                         bits_per_param=bits_per_param, seed=seed)
+                         bits_per_param=bits_per_param, seed=seed, momentum=momentum, weight_decay=weight_decay)
     host = host_flops_per_s(net, batch_size=batch_size, seed=seed)
     log.info("host FLOP/s (CPU time, one thread, forward + backward of %s): %.4g", model, host)
     meta = {"model": model, "input_shape": list(shape), "batch_size": batch_size, "repeats": repeats,
             "threads": threads, "torch": torch.__version__, "bits_per_activation": bits_per_activation,
-            "bits_per_param": bits_per_param, "host_flops_per_s": host, "host_flops_method": HOST_FLOPS_METHOD,
+            "bits_per_param": bits_per_param, "optimizer": {"name": "sgd", "momentum": momentum,
+                                                            "weight_decay": weight_decay},
+            "host_flops_per_s": host, "host_flops_method": HOST_FLOPS_METHOD,
             "provenance": provenance()}
     write_profile(rows, out_json, out_csv, meta)
     log.info("profile of %s: %d units written to %s", model, len(rows), out_json)

@@ -20,6 +20,8 @@ def profile_settings(cfg: dict) -> dict:
         "bits_per_activation": phys["bits_per_activation"],
         "bits_per_param": phys["bits_per_param"],
         "seed": cfg["seed"],
+        "momentum": cfg["train"]["momentum"],
+        "weight_decay": cfg["train"]["weight_decay"],
     }
 
 
