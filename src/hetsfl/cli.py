@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer-state-copies", type=_int_at_least(0), default=1)
     p.add_argument("--compute-model", choices=["flops", "measured"], default="flops",
                    help="measured: each unit's FLOPs = the profile's host FLOP/s x its measured time")
+    for key, what in (("per_message_s", "seconds per message"),
+                      ("device_batch_flops", "FLOP-equivalents per local iteration on the device"),
+                      ("server_batch_flops", "FLOP-equivalents per local iteration on the server for a device")):
+        p.add_argument(f"--{key.replace('_', '-')}", type=float, default=None,
+                       help=f"optional fixed cost (problem overheads.{key}): {what}")
 
     p = sub.add_parser("optimize", help="solve a problem file (prints a one-line summary; the file has it all)")
     p.add_argument("--problem", required=True)
@@ -185,8 +190,11 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "problem":
         from hetsfl.stages.problem import stage_problem
 
+        given = {k: getattr(args, k) for k in ("per_message_s", "device_batch_flops", "server_batch_flops")
+                 if getattr(args, k) is not None}
         stage_problem(scenario_path=args.scenario, profile_path=args.profile, out=args.out,
-                      optimizer_state_copies=args.optimizer_state_copies, compute_model=args.compute_model)
+                      optimizer_state_copies=args.optimizer_state_copies, compute_model=args.compute_model,
+                      overheads=given or None)
     elif args.command == "optimize":
         from hetsfl.stages.optimize import stage_optimize, summary
 

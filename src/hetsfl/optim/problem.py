@@ -3,8 +3,9 @@ per-device, per-split terms derived from them.
 
 The JSON format (system model section 8) is documented by schemas/problem.schema.json. ``Problem`` holds
 the data as arrays; ``Problem.terms`` gives the computing time A[n, s] and the bits U[n, s] of every device
-for every cut s = 1..L (column s-1); ``Problem.candidates`` the allowed split points per device after the
-memory limit and the privacy floor.
+for every cut s = 1..L (column s-1), with the optional fixed costs (``overheads``: a latency per message and
+a compute cost per batch, ``Problem.fixed_costs``) included in A; ``Problem.allowed`` the allowed split points
+per device after the memory limit and the privacy floor.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import numpy as np
 from hetsfl.errors import ConfigError, InfeasibleError
 from hetsfl.optim.validate import load_json_schema, read_json, validate_document
 from hetsfl.system.channel import snr_bandwidth
-from hetsfl.system.latency import compute_time, cumulative_profile, seconds_per_bit, transfer_bits
+from hetsfl.system.latency import (
+    FixedCosts,
+    compute_time,
+    cumulative_profile,
+    fixed_costs,
+    seconds_per_bit,
+    transfer_bits,
+)
 
 __all__ = ["SAFE_RANGE", "Problem", "load_json_schema", "read_json", "validate_document"]
 
@@ -68,6 +76,9 @@ class Problem:
     optimizer_state_copies: int = 1
     seed: int = 0
     meta: dict = field(default_factory=dict)
+    per_message_s: float = 0.0  # l: seconds per message between a device and the server
+    device_batch_flops: float = 0.0  # FLOP-equivalents per local iteration on the device, beyond the profile
+    server_batch_flops: float = 0.0  # FLOP-equivalents per local iteration on the server for a device (s < L)
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -111,6 +122,7 @@ class Problem:
             optimizer_state_copies=int(doc.get("optimizer_state_copies", 1)),
             seed=int(doc.get("seed", 0)),
             meta=dict(doc.get("meta", {})),
+            **{key: float(value) for key, value in doc.get("overheads", {}).items()},
         )
         problem.check_derived(source)
         return problem
@@ -144,8 +156,8 @@ class Problem:
                 A, U = self.terms(sequential)
                 flops = self.fwd_flops + self.bwd_flops
                 big = int(np.argmax(flops))
-                self._in_range(A, "computing time A (s)", "check its flops, batch_size and local_iters and the "
-                               "layers' fwd_flops and bwd_flops (and the server's flops); the layer with the most "
+                self._in_range(A, "computing time A (s)", "check its flops, batch_size and local_iters, the "
+                               "layers' fwd_flops and bwd_flops, the server's flops and the overheads; the layer with the most "
                                f"FLOPs is {self.layer_names[big]!r} ({flops[big]:.3g} per sample)", source,
                                zero_ok=True, low=False)
                 size = np.maximum(self.out_bits, self.param_bits)
@@ -209,24 +221,49 @@ class Problem:
     def profile(self) -> dict[str, np.ndarray]:
         return cumulative_profile(self.fwd_flops, self.bwd_flops, self.out_bits, self.param_bits)
 
-    def terms(self, sequential: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """A[n, s-1] (seconds) and U[n, s-1] (bits per direction) for every cut s = 1..L."""
+    @property
+    def has_overheads(self) -> bool:
+        """True if any optional fixed cost is non-zero (else A is exactly the FLOP model's)."""
+        return bool(self.per_message_s or self.device_batch_flops or self.server_batch_flops)
+
+    def fixed_costs(self) -> FixedCosts:
+        """The optional fixed costs per device and cut s = 1..L (all zero without ``overheads``)."""
+        return fixed_costs(self.iters, self.num_layers, self.dev_flops, self.per_message_s, self.device_batch_flops,
+                           self.server_batch_flops)
+
+    def terms(self, sequential: bool = False, messages: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """A[n, s-1] (seconds) and U[n, s-1] (bits per direction) for every cut s = 1..L.
+
+        A = K D (F_dev/c_n + F_srv/c_S,n) + the fixed costs (per-batch device and server work, and with
+        ``messages`` the per-message latency m(s) l)."""
         p = self.profile
         K, D = self.iters[:, None], self.batch[:, None]
-        A = compute_time(
-            K, D, p["dev_flops"][1:], p["srv_flops"][1:], self.dev_flops[:, None], self.server_share(sequential)[:, None]
-        )
+        share = self.server_share(sequential)[:, None]
+        A = compute_time(K, D, p["dev_flops"][1:], p["srv_flops"][1:], self.dev_flops[:, None], share)
+        if self.has_overheads:
+            fixed = self.fixed_costs()
+            A = A + fixed.device_s + fixed.server_flops / share
+            if messages:
+                A = A + fixed.message_s
         U = transfer_bits(K, D, p["smashed_bits"][1:], p["model_bits"][1:])
         # FL (s = L) sends the whole model only: no smashed data leaves the device.
         U[:, -1] = p["model_bits"][-1]
         return A, U
 
-    def device_server_terms(self) -> tuple[np.ndarray, np.ndarray]:
+    def device_server_terms(self, messages: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """For `sharing: optimized` (issue 10): a[n, s-1] = K D F_dev(s) / c_n (device seconds) and
-        w[n, s-1] = K D F_srv(s) (server FLOPs per round) for every cut s = 1..L; A = a + w / c_S,n."""
+        w[n, s-1] = K D F_srv(s) (server FLOPs per round) for every cut s = 1..L; A = a + w / c_S,n.
+        The fixed costs are included: a gets the per-batch device work (and with ``messages`` the
+        per-message latency), w the per-batch server work."""
         p = self.profile
         kd = (self.iters * self.batch)[:, None]
-        return kd * p["dev_flops"][1:] / self.dev_flops[:, None], kd * p["srv_flops"][1:] + 0.0 * self.dev_flops[:, None]
+        a = kd * p["dev_flops"][1:] / self.dev_flops[:, None]
+        w = kd * p["srv_flops"][1:] + 0.0 * self.dev_flops[:, None]
+        if self.has_overheads:
+            fixed = self.fixed_costs()
+            a = a + fixed.device_s + (fixed.message_s if messages else 0.0)
+            w = w + fixed.server_flops
+        return a, w
 
     def memory_bytes(self) -> np.ndarray:
         """Device memory [n, s-1] for cut s: (2 + optimiser copies) x client parameters + a batch of activations."""

@@ -113,18 +113,20 @@ def solve_optimized(problem: Problem, method: str, max_iters: int = 100, exhaust
 
 def build_solution_optimized(problem: Problem, method: str, splits, bandwidth, server_flops, iterations,
                              solve_time: float) -> dict:
-    """Evaluate cuts, bandwidths and server shares (T_n = a_n + w_n/f_n + U_n phi_n(b_n)) as a solution."""
+    """Evaluate cuts, bandwidths and server shares (T_n = a_n + w_n/f_n + U_n phi_n(b_n)) as a solution
+    (a_n with the per-message latency reported apart as message_s when the problem has one)."""
     p = problem
     rows = np.arange(p.num_devices)
     splits = np.asarray(splits, dtype=int)
     b = np.asarray(bandwidth, float)
     f = np.asarray(server_flops, float)
-    a_all, w_all = p.device_server_terms()
+    a_all, w_all = p.device_server_terms(messages=False)
     _, U_all = p.terms()
     a, w, u = a_all[rows, splits - 1], w_all[rows, splits - 1], U_all[rows, splits - 1]
     with np.errstate(divide="ignore"):
         compute = a + np.where(w > 0, w / f, 0.0)
-    terms = latency_terms(compute, u, b, p.xu, p.xd)
+    messages = p.fixed_costs().message_s[rows, splits - 1] if p.per_message_s else None
+    terms = latency_terms(compute, u, b, p.xu, p.xd, messages)
     lat = terms["latency_s"]
     per_device = [
         {
@@ -138,6 +140,7 @@ def build_solution_optimized(problem: Problem, method: str, splits, bandwidth, s
             "downlink_s": float(terms["downlink_s"][i]),
             "bits_up": float(u[i]),
             "bits_down": float(u[i]),
+            **({"message_s": float(terms["message_s"][i])} if "message_s" in terms else {}),
         }
         for i in rows
     ]

@@ -84,15 +84,16 @@ def optimal_bandwidth(problem: Problem, splits, seed: int, round_idx: int = 0, s
         last[int(dev)] = j
     first, later = np.flatnonzero(prev < 0), np.flatnonzero(prev >= 0)
     df, dl = seq[first], seq[later]
-    cons.append(d["fwd"][df] + cp.multiply(smashed[df], zu[df]) <= t[first])
+    msg = p.per_message_s  # the fixed latency of each message (up, down, model up, aggregate down)
+    cons.append(d["fwd"][df] + msg + cp.multiply(smashed[df], zu[df]) <= t[first])
     if later.size:
-        cons.append(t[prev[later]] + d["server"][dl] + d["bwd"][dl] + d["fwd"][dl]
+        cons.append(t[prev[later]] + d["server"][dl] + d["bwd"][dl] + d["fwd"][dl] + 2 * msg
                     + cp.multiply(smashed[dl], zu[dl] + zd[dl]) <= t[later])
     if m > 1:
         cons.append(t[:-1] + d["server"][seq[:-1]] <= t[1:])
     ends = np.array([last[dev] for dev in range(n) if dev in last])
     de = seq[ends]
-    cons.append(t[ends] + d["server"][de] + d["bwd"][de] + cp.multiply(smashed[de], zd[de])
+    cons.append(t[ends] + d["server"][de] + d["bwd"][de] + 3 * msg + cp.multiply(smashed[de], zd[de])
                 + cp.multiply(model[de], zu[de] + zd[de]) <= tau)
     prob = cp.Problem(cp.Minimize(tau), cons)
     try:
@@ -270,14 +271,17 @@ def v2_solution(problem: Problem, method: str, splits, bandwidth, seed: int, rou
     params = np.concatenate([[0.0], np.cumsum(p.param_bits)])
     bits = K * p.batch * out[s] + params[s]
     compute = K * (d["fwd"] + d["bwd"] + d["server"])
+    message = (2 * K + 2) * p.per_message_s
     with np.errstate(divide="ignore", invalid="ignore"):
         up = K * d["up"] + params[s] * LN2 / (b * np.log1p(p.xu / b))
         down = K * d["down"] + params[s] * LN2 / (b * np.log1p(p.xd / b))
+    wait = det["finish_s"] - compute - message - up - down
     per_device = [
         {"id": p.device_ids[i], "split": int(s[i]), "bandwidth_hz": float(b[i]),
          "latency_s": float(det["finish_s"][i]), "compute_s": float(compute[i]), "uplink_s": float(up[i]),
-         "downlink_s": float(down[i]), "wait_s": float(max(det["finish_s"][i] - compute[i] - up[i] - down[i], 0.0)),
-         "bits_up": float(bits[i]), "bits_down": float(bits[i])}
+         "downlink_s": float(down[i]), "wait_s": float(max(wait[i], 0.0)),
+         "bits_up": float(bits[i]), "bits_down": float(bits[i]),
+         **({"message_s": float(message[i])} if p.per_message_s else {})}
         for i in range(p.num_devices)
     ]
     return {

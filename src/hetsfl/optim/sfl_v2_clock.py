@@ -22,6 +22,8 @@ and device n finishes the round at E_n = r_n (after its K_n jobs) + W(s) (1/r_u,
 model goes up and the aggregate comes back, as in the SFL-V1 model (no barrier between devices). The round
 latency is max_n E_n. Equivalently the longest path through the precedence graph of the jobs, so for fixed
 cuts and order it is a max of sums of durations, each constant or convex decreasing in b_n: convex in b.
+The optional fixed costs (docs/model.md) enter per batch: q_n gets device_batch_flops / c_n, sigma_n
+server_batch_flops / c_S, each of up_n and dn_n the per-message latency l, and the model exchange 2 l.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def job_sequence(iters, seed: int, round_idx: int) -> list[int]:
 
 def batch_durations(problem: Problem, splits, bandwidth) -> dict[str, np.ndarray]:
     """p, q, sigma, up, dn (seconds per batch) and the model exchange (seconds per round) of every device;
-    splits and bandwidth may carry leading batch axes (..., N)."""
+    splits and bandwidth may carry leading batch axes (..., N). q and sigma include the per-batch fixed
+    costs; up, dn and model are the transfers alone (the per-message latency is ``problem.per_message_s``)."""
     p = problem
     s = np.asarray(splits, dtype=int)
     b = np.asarray(bandwidth, dtype=float)
@@ -70,8 +73,8 @@ def batch_durations(problem: Problem, splits, bandwidth) -> dict[str, np.ndarray
     smashed = D * out[s]
     return {
         "fwd": D * fwd[s] / c,
-        "bwd": D * bwd[s] / c,
-        "server": D * (total - fwd[s] - bwd[s]) / p.server_flops,
+        "bwd": D * bwd[s] / c + p.device_batch_flops / c,
+        "server": D * (total - fwd[s] - bwd[s]) / p.server_flops + p.server_batch_flops / p.server_flops,
         "up": smashed * inv_u,
         "down": smashed * inv_d,
         "model": params[s] * (inv_u + inv_d),
@@ -87,13 +90,14 @@ def round_latency(problem: Problem, splits, bandwidth, seed: int, round_idx: int
     lead = shape[:-1]
     ready = np.zeros(shape)
     free = np.zeros(lead)
-    fwd_up = np.broadcast_to(d["fwd"] + d["up"], shape)
+    msg = problem.per_message_s
+    fwd_up = np.broadcast_to(d["fwd"] + d["up"] + msg, shape)
     srv = np.broadcast_to(d["server"], shape)
-    back = np.broadcast_to(d["down"] + d["bwd"], shape)
+    back = np.broadcast_to(d["down"] + msg + d["bwd"], shape)
     for j in job_sequence(problem.iters, seed, round_idx):
         free = np.maximum(ready[..., j] + fwd_up[..., j], free) + srv[..., j]
         ready[..., j] = free + back[..., j]
-    finish = ready + d["model"]
+    finish = ready + d["model"] + 2 * msg
     T = finish.max(-1)
     if not detail:
         return T

@@ -62,13 +62,18 @@ def check_finite(problem: Problem, method: str, columns: dict[str, np.ndarray]) 
 
 def build_solution(problem: Problem, method: str, splits, bandwidth, iterations, solve_time: float,
                    sequential: bool = False) -> dict:
-    """Evaluate a split/bandwidth assignment with the latency model and package it as a solution."""
+    """Evaluate a split/bandwidth assignment with the latency model and package it as a solution.
+
+    Per device: compute_s (device and server work, per-batch costs included), uplink_s, downlink_s and, when the
+    problem has a per-message latency, message_s (m(s) l); latency_s is their sum."""
     p = problem
     rows = np.arange(p.num_devices)
     splits = np.asarray(splits, dtype=int)
-    A, U = p.terms(sequential=sequential)
+    A, U = p.terms(sequential=sequential, messages=False)
     a, u = A[rows, splits - 1], U[rows, splits - 1]
-    terms = latency_terms(a, u, np.asarray(bandwidth, float), p.xu, p.xd)
+    # the per-message term apart from compute (none without one: the solution has the fields it always had)
+    messages = p.fixed_costs().message_s[rows, splits - 1] if p.per_message_s else None
+    terms = latency_terms(a, u, np.asarray(bandwidth, float), p.xu, p.xd, messages)
     lat = terms["latency_s"]
     bandwidth = np.asarray(bandwidth, dtype=float)
     check_finite(p, method, {"bandwidth_hz": bandwidth, "bits_up": u, **terms})
@@ -83,6 +88,8 @@ def build_solution(problem: Problem, method: str, splits, bandwidth, iterations,
         "downlink_s": np.asarray(terms["downlink_s"], dtype=float).tolist(),
         "bits_up": np.asarray(u, dtype=float).tolist(),
     }
+    if "message_s" in terms:
+        columns["message_s"] = np.asarray(terms["message_s"], dtype=float).tolist()
     columns["bits_down"] = columns["bits_up"]
     keys = list(columns)
     per_device = [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]

@@ -60,7 +60,7 @@ TABLE_COLUMNS = [
     "method", "engine_method", "row", "round", "device", "emulated", "alpha", "local_iters", "batch_size", "split",
     "bandwidth_hz", "up_bps", "down_bps", "device_pace", "server_pace",
     *[f"{kind}_{name}" for name, _, _ in TERMS for kind in ("predicted", "measured")],
-    "measured_wait_s", "measured_other_s", "measured_up_msgs", "measured_down_msgs",
+    "predicted_overhead_s", "measured_wait_s", "measured_other_s", "measured_up_msgs", "measured_down_msgs",
     "measured_up_latency_s", "measured_down_latency_s", "predicted_objective_s", "measured_train_s",
     "measured_wall_s",
 ]
@@ -78,8 +78,10 @@ def predicted_terms(problem, solution: dict, alpha: float, local_iters: int | No
     times ``alpha``, and the emulated link rates r(b_n)/alpha (payload bit/s) and compute rates c/alpha.
 
     Columns: split, bandwidth_hz, local_iters, batch_size, compute_s, device_compute_s, server_compute_s,
-    uplink_s, downlink_s, latency_s (seconds, dilated), up_bytes, down_bytes (payload bytes per round),
-    up_bps, down_bps, device_flops, server_flops (emulated: divided by alpha), objective_s (dilated).
+    overhead_s, uplink_s, downlink_s, latency_s (seconds, dilated), up_bytes, down_bytes (payload bytes per
+    round), up_bps, down_bps, device_flops, server_flops (emulated: divided by alpha), objective_s (dilated).
+    With the problem's optional overheads the compute terms include the per-batch work and overhead_s is the
+    per-message latency m(s) l (0 without), part of latency_s.
     """
     import dataclasses
 
@@ -95,10 +97,11 @@ def predicted_terms(problem, solution: dict, alpha: float, local_iters: int | No
     bandwidth = np.asarray(solution["bandwidth_hz"], dtype=float)
     sol = build_solution(problem, solution["method"], splits, bandwidth, [], 0.0, sequential=sequential)
     rows = np.arange(problem.num_devices)
-    a, w = problem.device_server_terms()
+    a, w = problem.device_server_terms(messages=False)
     share = problem.server_share(sequential)
     dev_c = a[rows, splits - 1]
     srv_c = w[rows, splits - 1] / share
+    messages = problem.fixed_costs().message_s[rows, splits - 1]
     per = pd.DataFrame(sol["per_device"])
     out = pd.DataFrame({
         "device": rows,
@@ -109,6 +112,7 @@ def predicted_terms(problem, solution: dict, alpha: float, local_iters: int | No
         "compute_s": alpha * per["compute_s"].to_numpy(),
         "device_compute_s": alpha * dev_c,
         "server_compute_s": alpha * srv_c,
+        "overhead_s": alpha * messages,
         "uplink_s": alpha * per["uplink_s"].to_numpy(),
         "downlink_s": alpha * per["downlink_s"].to_numpy(),
         "latency_s": alpha * per["latency_s"].to_numpy(),
@@ -154,6 +158,7 @@ def emulation_rows(method: str, pred: pd.DataFrame, devices: pd.DataFrame, round
         for name, pcol, mcol in TERMS:
             row[f"predicted_{name}"] = float(p[pcol])
             row[f"measured_{name}"] = float(m[mcol])
+        row["predicted_overhead_s"] = float(p["overhead_s"])
         for col in ("wait_s", "other_s", "up_msgs", "down_msgs", "up_latency_s", "down_latency_s"):
             row[f"measured_{col}"] = float(m[col])
         row["predicted_objective_s"] = pred.attrs["objective_s"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hetsfl.errors import ConfigError
 from hetsfl.io import write_json
-from hetsfl.optim.build import build_problem
+from hetsfl.optim.build import build_problem, overheads_block
 from hetsfl.optim.refine import measured_compute_problem
 from hetsfl.optim.validate import validate_document
 from hetsfl.stages.common import read_document
@@ -31,13 +31,17 @@ def stage_problem(
     out: str | Path,
     optimizer_state_copies: int = 1,
     compute_model: str = "flops",
+    overheads: dict | None = None,
 ) -> dict:
     """Validate the scenario (errors name the scenario file), build the problem, validate it, write it.
 
     compute_model "flops": each unit's work is its counted FLOPs; "measured": its effective FLOPs H t from
-    the profile's measured times (hetsfl.optim.refine, docs/model.md), recorded as meta.compute_model."""
+    the profile's measured times (hetsfl.optim.refine, docs/model.md), recorded as meta.compute_model.
+    ``overheads`` (keys of optim.build.OVERHEAD_KEYS): the optional fixed costs, written as the problem's ``overheads``
+    block (docs/model.md, Optional fixed costs); None writes no block."""
     if compute_model not in COMPUTE_MODELS:
         raise ConfigError(f"compute_model must be one of {', '.join(COMPUTE_MODELS)}, got {compute_model!r}")
+    block = None if overheads is None else overheads_block(overheads)
     from hetsfl.profiling.files import read_profile
 
     scenario = read_document(scenario_path, "scenario")
@@ -49,6 +53,8 @@ def stage_problem(
                           "rerun the profile stage to regenerate it") from exc
     if compute_model == "measured":
         problem = measured_compute_problem(problem, profile, profile_host_flops(profile, profile_path))
+    if block is not None:
+        problem["overheads"] = block
     validate_document(problem, "problem", f"the problem built from {scenario_path} and {profile_path}")
     write_json(out, problem)
     return problem

@@ -26,9 +26,13 @@ def profile_settings(cfg: dict) -> dict:
 
 
 def problem_settings(cfg: dict) -> dict:
-    """Keyword arguments of stages.problem.stage_problem, but for the paths."""
+    """Keyword arguments of stages.problem.stage_problem, but for the paths (``overheads`` only when configured,
+    so that a configuration without them gives the problem rule the parameters it always had)."""
     opt = cfg["optimize"]
-    return {"optimizer_state_copies": opt["optimizer_state_copies"], "compute_model": opt["compute_model"]}
+    out = {"optimizer_state_copies": opt["optimizer_state_copies"], "compute_model": opt["compute_model"]}
+    if "overheads" in opt:
+        out["overheads"] = dict(opt["overheads"])
+    return out
 
 
 # Methods timed by SFL-V2's own clock: they depend on the device order of a training seed and list the

@@ -5,10 +5,13 @@ Notation: device n, split s (units 1..s on the device), bandwidth b_n shared by 
     T_n(s, b) = A_n(s) + U_n(s) * phi_n(b),   phi_n(b) = 1 / r_u,n(b) + 1 / r_d,n(b)
 
 with A the computing time, U = V the bits sent each way per round and phi the seconds per bit of one
-upload plus one download.
+upload plus one download. Optional fixed costs (``fixed_costs``, docs/model.md "Optional fixed costs") add
+to A: a latency per message and a compute cost per batch that the per-unit FLOP profile does not count.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -37,6 +40,39 @@ def compute_time(k_iters, batch, dev_flops, srv_flops, dev_speed, srv_speed) -> 
     return k_iters * batch * (dev_flops / dev_speed + srv_flops / srv_speed)
 
 
+class FixedCosts(NamedTuple):
+    """Fixed costs of one round, per device and cut s = 1..L (arrays [n, s-1])."""
+
+    device_s: np.ndarray  # K_n x device_batch_flops / c_n: seconds of per-batch work on the device
+    message_s: np.ndarray  # m_n(s) x per_message_s: seconds of per-message latency
+    server_flops: np.ndarray  # K_n x server_batch_flops for s < L (0 for FL): server FLOPs per round
+
+
+def messages_per_round(k_iters, num_layers: int) -> np.ndarray:
+    """m[n, s-1] for cuts s = 1..L: 2 K_n + 2 for a split round (s < L: smashed data up and the cut gradient
+    down in every local iteration, the client model up and the aggregate down), 2 for FL (s = L)."""
+    k = np.asarray(k_iters, dtype=float).reshape(-1, 1)
+    m = np.repeat(2.0 * k + 2.0, num_layers, axis=1)
+    m[:, -1] = 2.0
+    return m
+
+
+def fixed_costs(k_iters, num_layers: int, dev_speed, per_message_s: float = 0.0, device_batch_flops: float = 0.0,
+                server_batch_flops: float = 0.0) -> FixedCosts:
+    """The optional fixed costs of a round: per device n and cut s = 1..L, the device seconds
+    K_n device_batch_flops / c_n, the message seconds m_n(s) per_message_s and the server FLOPs
+    K_n server_batch_flops (s < L only). All zero with the default arguments; they add to A_n(s) as
+    device_s + message_s + server_flops / c_S,n (none depends on the bandwidth)."""
+    k = np.asarray(k_iters, dtype=float).reshape(-1, 1)
+    c = np.asarray(dev_speed, dtype=float).reshape(-1, 1)
+    ones = np.ones((1, num_layers))
+    server = k * float(server_batch_flops) * ones
+    server[:, -1] = 0.0
+    return FixedCosts(device_s=k * float(device_batch_flops) / c * ones,
+                      message_s=messages_per_round(k, num_layers) * float(per_message_s),
+                      server_flops=server)
+
+
 def transfer_bits(k_iters, batch, smashed_bits, model_bits) -> np.ndarray:
     """U = V = K D a(s) + W(s): smashed data (or gradients) plus the client-side model, per direction."""
     return k_iters * batch * smashed_bits + model_bits
@@ -62,11 +98,16 @@ def latency(A: ArrayLike, U: ArrayLike, b: ArrayLike, xu: ArrayLike, xd: ArrayLi
         return A + np.where(U > 0, U * seconds_per_bit(b, xu, xd), 0.0)
 
 
-def latency_terms(A, U, b, xu, xd) -> dict[str, np.ndarray]:
-    """Per-device breakdown: compute, uplink and downlink seconds and their sum."""
+def latency_terms(A, U, b, xu, xd, message_s=None) -> dict[str, np.ndarray]:
+    """Per-device breakdown: compute, uplink and downlink seconds and their sum; with ``message_s`` (the
+    per-message latency, see ``fixed_costs``) also that term, added to the sum and not part of ``A``."""
     b = np.asarray(b, dtype=float)
     U = np.asarray(U, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         up = np.where(U > 0, np.where(b > 0, U * LN2 / (b * np.log1p(xu / b)), np.inf), 0.0)
         down = np.where(U > 0, np.where(b > 0, U * LN2 / (b * np.log1p(xd / b)), np.inf), 0.0)
-    return {"compute_s": np.asarray(A, float), "uplink_s": up, "downlink_s": down, "latency_s": A + up + down}
+    if message_s is None:
+        return {"compute_s": np.asarray(A, float), "uplink_s": up, "downlink_s": down, "latency_s": A + up + down}
+    msg = np.asarray(message_s, float)
+    return {"compute_s": np.asarray(A, float), "message_s": msg, "uplink_s": up, "downlink_s": down,
+            "latency_s": A + msg + up + down}
