@@ -20,3 +20,17 @@ def fashion_subset(n_train: int = 2000, n_test: int = 500, seed: int = 0):
         pytest.skip(f"Fashion-MNIST not available: {exc}")
     rng = np.random.default_rng(seed)
     return train.subset(rng.permutation(len(train))[:n_train]), test.subset(rng.permutation(len(test))[:n_test])
+
+
+def random_images(n_train: int = 16, n_test: int = 8, shape: tuple[int, ...] = (3, 32, 32), seed: int = 0,
+                  name: str = "random"):
+    """A tiny seeded (train, test) pair of random images with labels in 0..9 (train first, then test)."""
+    import torch
+
+    from hetsfl.data.datasets import ImageDataset
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_test, *shape, generator=gen)
+    y = torch.randint(0, 10, (n_train + n_test,), generator=gen)
+    return (ImageDataset(x=x[:n_train], y=y[:n_train], num_classes=10, name=name),
+            ImageDataset(x=x[n_train:], y=y[n_train:], num_classes=10, name=name))

@@ -1,4 +1,4 @@
-"""Shared helpers of the runtime tests: tiny real data, partitions, state comparison."""
+"""Shared helpers of the runtime and training tests: tiny real data, partitions, state comparison."""
 
 from __future__ import annotations
 

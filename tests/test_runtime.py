@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from _data import random_images
 from _runtime import assert_states_close, load_state, max_abs_diff, three_parts, tiny_data
 
-from hetsfl.data.datasets import ImageDataset
 from hetsfl.runtime import DEVICE_COLUMNS, ROUND_COLUMNS, RunOptions, launch_local, run_distributed, write_run
 from hetsfl.runtime.plan import Plan
 from hetsfl.train import TrainSpec, run_training
@@ -114,11 +114,7 @@ def test_sl_equals_in_process_with_prefix_env_and_spawn_callback(tmp_path):
 
 def test_batchnorm_model_equal_in_process(tmp_path):
     """ResNet-18 (BatchNorm: running statistics and integer counters travel and are averaged) with SFL."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(24, 3, 32, 32, generator=gen)
-    y = torch.randint(0, 10, (24,), generator=gen)
-    train = ImageDataset(x=x[:16], y=y[:16], num_classes=10, name="random")
-    test = ImageDataset(x=x[16:], y=y[16:], num_classes=10, name="random")
+    train, test = random_images()
     parts = [np.arange(0, 6), np.arange(6, 16)]
     spec = TrainSpec(method="sfl", model="resnet18", splits=[2, 7], rounds=2, local_iters=[2, 1],
                      batch_sizes=[4, 4], lr=0.05, momentum=0.9, seed=3, eval_batch_size=8, bits_per_activation=32,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _data import random_images
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hetsfl.data.datasets import ImageDataset
 from hetsfl.models import build_model
 from hetsfl.runtime import (
     RendezvousError,
@@ -128,10 +128,7 @@ def test_plan_bits_follow_the_formula():
 
 # ------------------------------------------------------------------------------------------ run files
 def _data():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(20, 1, 28, 28, generator=gen)
-    y = torch.randint(0, 10, (20,), generator=gen)
-    return ImageDataset(x[:16], y[:16], 10, "r"), ImageDataset(x[16:], y[16:], 10, "r")
+    return random_images(16, 4, (1, 28, 28), name="r")
 
 
 def _spec(**kw):

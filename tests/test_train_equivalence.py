@@ -9,17 +9,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _data import fashion_subset
+from _data import fashion_subset, random_images
+from _runtime import assert_states_close, load_state
 
-from hetsfl.data.datasets import ImageDataset
 from hetsfl.train import TrainSpec, run_training
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.slow
 # Bits sent per round: computed from the model at 32 bits per value (the pipeline passes the solution's).
 BITS = dict(bits_per_activation=32, bits_per_param=32)
-
-
 
 
 def iid_parts(n_samples: int, n_devices: int, seed: int = 1, uneven: bool = True) -> list[np.ndarray]:
@@ -33,16 +31,7 @@ def iid_parts(n_samples: int, n_devices: int, seed: int = 1, uneven: bool = True
 
 
 def final_state(out_dir) -> dict[str, torch.Tensor]:
-    return torch.load(out_dir / "final_model.pt", weights_only=True)
-
-
-def assert_states_close(a: dict, b: dict, atol: float = 1e-5) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        if a[key].is_floating_point():
-            torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=f"{key} differs")
-        else:
-            assert torch.equal(a[key], b[key]), key
+    return load_state(out_dir / "final_model.pt")
 
 
 def test_sfl_v1_heterogeneous_equals_fedavg_cnn(tmp_path):
@@ -82,11 +71,7 @@ def test_sfl_v1_heterogeneous_equals_fedavg_cnn(tmp_path):
 
 
 def test_sfl_v1_equals_fedavg_with_batchnorm(tmp_path):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(24, 3, 32, 32, generator=gen)
-    y = torch.randint(0, 10, (24,), generator=gen)
-    train = ImageDataset(x=x[:16], y=y[:16], num_classes=10, name="random")
-    test = ImageDataset(x=x[16:], y=y[16:], num_classes=10, name="random")
+    train, test = random_images()
     parts = [np.arange(0, 6), np.arange(6, 16)]
     common = dict(
         **BITS,

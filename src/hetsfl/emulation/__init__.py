@@ -1,6 +1,7 @@
 """Emulated wireless links and slow devices on one Linux host (issue 11, section 2).
 
-* netns.EmulatedNetwork: server + one network namespace per device, bridged veth links, cleanup on exit;
+* netns.EmulatedNetwork: server + one network namespace per device, bridged veth links, cleanup on exit
+  (its `ip` commands in namespaces; owner: run names and the owner-record lifecycle; cleanup: atexit/signals);
 * shaping: tc rates per direction (payload bit/s) and drop/retransmission counters;
 * compute: cgroup v1 CPU quotas that slow a process's real compute to a target FLOP/s under time dilation;
 * probe: timed TCP transfers to check links; burst: busy work to check quotas.

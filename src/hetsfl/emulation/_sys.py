@@ -100,3 +100,10 @@ def remove_record(name: str, kind: str) -> None:
 def live_names(kind: str) -> set[str]:
     """Run names of kind whose owner process still runs."""
     return {name for name, rec in read_records(kind).items() if owner_alive(rec)}
+
+
+def remove_dead_records(kind: str, prefix: str, live: set[str]) -> None:
+    """Delete the records of kind whose run name starts with prefix and is not in live (the owner is gone)."""
+    for name in set(read_records(kind)) - live:
+        if name.startswith(prefix):
+            remove_record(name, kind)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from hetsfl.emulation import _sys
 from hetsfl.emulation._sys import PREFIX, EmulationError
-from hetsfl.emulation.netns import new_run_id, register_cleanup, run_name, unregister_cleanup
+from hetsfl.emulation.owner import OwnedRun
 
 if TYPE_CHECKING:
     from hetsfl.models.base import SplittableModel
@@ -270,37 +270,15 @@ def _empty_and_remove(path: Path) -> None:
     raise EmulationError(f"could not remove cgroup {path}: tasks keep appearing in it")
 
 
-class CpuGroups:
+class CpuGroups(OwnedRun):
     """Context manager owning /sys/fs/cgroup/cpu/<PREFIX><run id>/ and its per-label children."""
 
+    kind = "cpu"
+
     def __init__(self, run_id: str | None = None):
-        self.run_id = run_id or new_run_id()
-        self.name = run_name(self.run_id)
+        super().__init__(run_id)
         self.root = CPU_ROOT / self.name
         self.groups: dict[str, CpuGroup] = {}
-        self._owner_pid = os.getpid()
-        self._active = False
-
-    def __enter__(self) -> CpuGroups:
-        ok, reason = available()
-        if not ok:
-            raise EmulationError(reason)
-        clean_stale(self.name)
-        _sys.write_record(self.name, "cpu", {"path": str(self.root)})
-        register_cleanup(self)
-        self._active = True
-        try:
-            self.root.mkdir(exist_ok=True)
-            # The quota caps each group from above; a high weight lets it reach its quota on a loaded
-            # host (other processes get the rest; the run can never take more than its quotas).
-            (self.root / "cpu.shares").write_text(str(RUN_SHARES))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def group(
         self, label: str, fraction: float | None = None, period_us: int = DEFAULT_PERIOD_US
@@ -319,15 +297,26 @@ class CpuGroups:
         (group.path / "cpu.shares").write_text(str(max(2, round(GROUP_SHARES * (fraction or 1.0)))))
         return group
 
-    def close(self) -> None:
-        """Move remaining tasks to the root cgroup and remove the run's cgroups (idempotent)."""
-        if not self._active or os.getpid() != self._owner_pid:
-            return
-        self._active = False
+    # ----- lifecycle (OwnedRun) ---------------------------------------------------------------
+    def _available(self) -> tuple[bool, str]:
+        return available()
+
+    def _clean_stale(self, prefix: str) -> list[str]:
+        return clean_stale(prefix)
+
+    def _claim(self) -> None:
+        _sys.write_record(self.name, "cpu", {"path": str(self.root)})
+
+    def _build(self) -> None:
+        self.root.mkdir(exist_ok=True)
+        # The quota caps each group from above; a high weight lets it reach its quota on a loaded
+        # host (other processes get the rest; the run can never take more than its quotas).
+        (self.root / "cpu.shares").write_text(str(RUN_SHARES))
+
+    def _release(self) -> None:
+        """Move remaining tasks to the root cgroup and remove the run's cgroups."""
         _empty_and_remove(self.root)
         self.groups.clear()
-        _sys.remove_record(self.name, "cpu")
-        unregister_cleanup(self)
 
 
 def clean_stale(prefix: str = PREFIX) -> list[str]:
@@ -345,7 +334,5 @@ def clean_stale(prefix: str = PREFIX) -> list[str]:
         ):
             _empty_and_remove(path)
             removed.append(str(path))
-    for name in set(_sys.read_records("cpu")) - live:
-        if name.startswith(prefix):
-            _sys.remove_record(name, "cpu")
+    _sys.remove_dead_records("cpu", prefix, live)
     return removed

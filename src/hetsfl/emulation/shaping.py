@@ -15,7 +15,7 @@ retransmits). Schemes:
   at 2 Mbit/s even for one flow; this kernel has no prio, ets, drr, hfsc, netem, fq or fq_codel.)
 * ``tbf``: the bare token bucket, accurate for one direction at a time.
 
-The interfaces get ``gso_max_segs 1`` (netns.py) so that tc sees single frames; the namespaces use reno.
+The interfaces get ``gso_max_segs 1`` (namespaces.py) so that tc sees single frames; the namespaces use reno.
 """
 
 from __future__ import annotations

@@ -4,13 +4,12 @@ constants x_u, x_d of each device. optim/solvers.py applies them to a Problem.""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 
 import numpy as np
 
-from hetsfl.errors import ConfigError
 from hetsfl.optim.bandwidth import allocate, deadline_search, least_bandwidth
+from hetsfl.optim.split_search import exhaustive_search, stable_argmin, too_many_splits
 from hetsfl.system.latency import latency, seconds_per_bit, seconds_per_bit_limit
 
 BandwidthStep = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float], tuple]
@@ -24,13 +23,7 @@ def best_splits(
     Returns 0-based column indices; with ``current`` a device keeps its split unless another is strictly
     better (by more than 1e-12 relative), so that alternating optimisation stops at a fixed point.
     """
-    T = A + U * seconds_per_bit(b, xu, xd)[:, None]
-    choice = np.argmin(T, axis=1)
-    if current is not None:
-        rows = np.arange(len(b))
-        keep = T[rows, current] <= T[rows, choice] * (1 + 1e-12)
-        choice = np.where(keep, current, choice)
-    return choice
+    return stable_argmin(A + U * seconds_per_bit(b, xu, xd)[:, None], current)
 
 
 def global_optimum(
@@ -72,23 +65,13 @@ def exhaustive_optimum(
     A: np.ndarray, U: np.ndarray, allowed: np.ndarray, xu: np.ndarray, xd: np.ndarray, B: float, limit: int
 ) -> tuple[np.ndarray, int]:
     """Try every combination of allowed cuts, solving the bandwidth step for each. Returns (columns, count)."""
-    cands = [np.flatnonzero(row) for row in allowed]
-    count = int(np.prod([len(c) for c in cands], dtype=float))
-    if count > limit:
-        raise ConfigError(
-            f"exhaustive search would try {count:,} split combinations, above the limit {limit:,}; use method "
-            "'global' or 'ao' (exact and fast), or raise optimize.exhaustive_limit / --exhaustive-limit"
-        )
     rows = np.arange(len(A))
-    best_obj, best = np.inf, np.array([c[0] for c in cands])
-    combos = itertools.product(*cands)
-    while chunk := list(itertools.islice(combos, 4096)):
-        S = np.array(chunk)
-        obj, _, _ = allocate(A[rows, S], U[rows, S], xu, xd, B)
-        i = int(np.argmin(obj))
-        if obj[i] < best_obj:
-            best_obj, best = obj[i], S[i]
-    return best, count
+
+    def objective(S: np.ndarray) -> np.ndarray:
+        return allocate(A[rows, S], U[rows, S], xu, xd, B)[0]
+
+    _, cols, count = exhaustive_search(allowed, objective, limit, too_many_splits("'global' or 'ao' (exact and fast)"))
+    return cols, count
 
 
 def alternating_optimisation(

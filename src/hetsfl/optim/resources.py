@@ -23,12 +23,10 @@ The lower bound of the global method (Lagrangian dual) is in optim/resources_dua
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
-from hetsfl.errors import ConfigError
 from hetsfl.optim.bandwidth import allocate, deadline_search, least_bandwidth
+from hetsfl.optim.split_search import exhaustive_search, stable_argmin, too_many_splits
 from hetsfl.system.channel import LN2
 from hetsfl.system.latency import seconds_per_bit
 
@@ -223,12 +221,7 @@ def round_latency(a, w, U, b, f, xu, xd) -> np.ndarray:
 def best_splits_compute(a, w, U, b, f, xu, xd, current=None) -> np.ndarray:
     """Split step with b and f fixed: argmin_s a_ns + w_ns / f_n + U_ns phi_n(b_n) (a = inf: forbidden)."""
     T = round_latency(a, w, U, b[:, None], f[:, None], np.asarray(xu)[:, None], np.asarray(xd)[:, None])
-    choice = np.argmin(T, axis=1)
-    if current is not None:
-        rows = np.arange(len(b))
-        keep = T[rows, current] <= T[rows, choice] * (1 + 1e-12)
-        choice = np.where(keep, current, choice)
-    return choice
+    return stable_argmin(T, current)
 
 
 def alternating_resources(a, w, U, xu, xd, B: float, C: float, cols: np.ndarray, max_iters: int = 100):
@@ -251,23 +244,13 @@ def alternating_resources(a, w, U, xu, xd, B: float, C: float, cols: np.ndarray,
 
 def exhaustive_resources(a, w, U, allowed, xu, xd, B: float, C: float, limit: int):
     """Every combination of allowed cuts with the joint resource step (batched). Returns (cols, count)."""
-    cands = [np.flatnonzero(row) for row in allowed]
-    count = int(np.prod([len(c) for c in cands], dtype=float))
-    if count > limit:
-        raise ConfigError(
-            f"exhaustive search would try {count:,} split combinations, above the limit {limit:,}; use method "
-            "'global' or 'ao', or raise optimize.exhaustive_limit / --exhaustive-limit"
-        )
     rows = np.arange(len(a))
-    best_obj, best = np.inf, None
-    combos = itertools.product(*cands)
-    while chunk := list(itertools.islice(combos, 2048)):
-        S = np.array(chunk)
-        obj, _, _, _ = joint_allocate(a[rows, S], w[rows, S], U[rows, S], xu, xd, B, C)
-        i = int(np.argmin(obj))
-        if obj[i] < best_obj:
-            best_obj, best = obj[i], S[i]
-    return best, count
+
+    def objective(S: np.ndarray) -> np.ndarray:
+        return joint_allocate(a[rows, S], w[rows, S], U[rows, S], xu, xd, B, C)[0]
+
+    _, cols, count = exhaustive_search(allowed, objective, limit, too_many_splits("'global' or 'ao'"), chunk=2048)
+    return cols, count
 
 
 def compute_for_bandwidth(a, w, U, b, xu, xd, C: float):

@@ -9,7 +9,6 @@ order, a max of sums of durations, each constant or convex decreasing in b_n: co
 
 from __future__ import annotations
 
-import itertools
 import logging
 
 import numpy as np
@@ -23,6 +22,7 @@ from hetsfl.optim.sfl_v2_clock import (
     round_latencies,
     round_latency,
 )
+from hetsfl.optim.split_search import exhaustive_search
 from hetsfl.system.channel import LN2
 
 __all__ = [
@@ -201,22 +201,15 @@ def local_search_splits(problem: Problem, seed: int, bandwidth: str = "equal", r
 
 def exhaustive_splits(problem: Problem, seed: int, round_idx: int = 0, limit: int = 200_000) -> dict:
     """Exact best individual cuts with equal bandwidth B/N (every combination, batched)."""
-    mask = problem.allowed()
     n, B = problem.num_devices, problem.total_bandwidth
-    cands = [np.flatnonzero(r) + 1 for r in mask]
-    count = int(np.prod([len(c) for c in cands], dtype=float))
-    if count > limit:
-        raise ConfigError(f"exhaustive SFL-V2 search would try {count:,} combinations, above the limit {limit:,}")
     b = np.full(n, B / n)
-    best: tuple[float, np.ndarray] = (np.inf, np.zeros(n, dtype=int))
-    combos = itertools.product(*cands)
-    while chunk := list(itertools.islice(combos, 8192)):
-        S = np.array(chunk)
-        Ts = round_latency(problem, S, b, seed, round_idx)
-        k = int(np.argmin(Ts))
-        if Ts[k] < best[0]:
-            best = (float(Ts[k]), S[k])
-    return {"objective_s": best[0], "splits": best[1].tolist(), "bandwidth_hz": b.tolist(), "combinations": count}
+
+    def objective(S: np.ndarray) -> np.ndarray:
+        return round_latency(problem, S + 1, b, seed, round_idx)
+
+    too_many = "exhaustive SFL-V2 search would try {count:,} combinations, above the limit {limit:,}"
+    T, cols, count = exhaustive_search(problem.allowed(), objective, limit, too_many, chunk=8192)
+    return {"objective_s": T, "splits": (cols + 1).tolist(), "bandwidth_hz": b.tolist(), "combinations": count}
 
 
 # ---- a solution file for the training stage --------------------------------------------------------------

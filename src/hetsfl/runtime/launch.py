@@ -153,73 +153,114 @@ def launch_local(
     world = run.world_size
     port = int(master_port) if master_port is not None else free_port()
     logs = log_dir(run_dir)
-    logs.mkdir(parents=True, exist_ok=True)
+    _clear_previous(run_dir, world)
+    base_env = _base_env(master_addr, port, world)
+    host = socket.gethostname()
+    procs: dict[int, subprocess.Popen] = {}
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:  # closes the progress bar, then the log files
+        try:
+            for rank in range(world):
+                child_env = _rank_env(base_env, rank, _per_rank(env, rank))
+                cmd = _rank_argv(run_dir, rank, world, child_env, _per_rank(prefixes, rank), python)
+                out = stack.enter_context(open(logs / f"rank{rank}.out", "w"))
+                procs[rank] = _start_rank(rank, cmd, child_env, run_dir, out)
+                if on_spawn is not None:
+                    on_spawn(rank, procs[rank])
+            bar = stack.enter_context(tqdm(total=run.spec.rounds, desc=f"{run.spec.method} ({world - 1} devices)",
+                                           unit="round", disable=None if progress else True))
+            failed = _supervise(procs, bar, run_dir, t0, timeout_s, poll_s)
+            if failed:
+                raise _failure(procs, failed, run_dir, host)
+        except BaseException:
+            _stop(procs)
+            raise
+    return LaunchResult(run_dir, [p.returncode for p in procs.values()], time.perf_counter() - t0,
+                        [logs / f"rank{r}.log" for r in range(world)], _outputs(run_dir))
+
+
+def _clear_previous(run_dir: Path, world: int) -> None:
+    """Make the log directory; remove the error files and progress of an earlier launch of this run."""
+    log_dir(run_dir).mkdir(parents=True, exist_ok=True)
+    for rank in range(world):
+        rank_error_path(run_dir, rank).unlink(missing_ok=True)
+    (run_dir / "progress.json").unlink(missing_ok=True)
+
+
+def _base_env(master_addr: str, port: int, world: int) -> dict[str, str]:
+    """The launcher's environment, with this hetsfl first on PYTHONPATH and the env:// rendezvous."""
     src_dir = str(Path(hetsfl.__file__).resolve().parent.parent)
     base_env = dict(os.environ)
     base_env["PYTHONPATH"] = os.pathsep.join([src_dir] + [p for p in [os.environ.get("PYTHONPATH")] if p])
     base_env.update(MASTER_ADDR=master_addr, MASTER_PORT=str(port), WORLD_SIZE=str(world))
-    host = socket.gethostname()
-    for rank in range(world):
-        rank_error_path(run_dir, rank).unlink(missing_ok=True)
-    (run_dir / "progress.json").unlink(missing_ok=True)
-    procs: dict[int, subprocess.Popen] = {}
-    files = []
-    t0 = time.perf_counter()
-    bar = None
+    return base_env
+
+
+def _rank_env(base_env: Mapping[str, str], rank: int, extra: Mapping[object, object] | None) -> dict[str, str]:
+    """base_env + RANK + the rank's own additions; GLOO_SOCKET_IFNAME=lo for a loopback master by default."""
+    added = {str(k): str(v) for k, v in (extra or {}).items()}
+    child_env = dict(base_env, RANK=str(rank), **added)
+    if "GLOO_SOCKET_IFNAME" not in added and _is_loopback(child_env["MASTER_ADDR"]):
+        child_env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return child_env
+
+
+def _rank_argv(run_dir: Path, rank: int, world: int, child_env: Mapping[str, str],
+               prefix: Sequence[object] | None, python: str | None) -> list[str]:
+    """The rank's prefix (if any) followed by its rank_command, at the master its environment names."""
+    cmd = [str(c) for c in (prefix or [])]
+    return cmd + rank_command(run_dir, rank, world, child_env["MASTER_ADDR"], int(child_env["MASTER_PORT"]),
+                              python)
+
+
+def _start_rank(rank: int, cmd: list[str], child_env: dict[str, str], run_dir: Path, out) -> subprocess.Popen:
+    """Start one rank in its own session, output to ``out``; LaunchError if it cannot start."""
     try:
-        for rank in range(world):
-            extra = {str(k): str(v) for k, v in (_per_rank(env, rank) or {}).items()}
-            child_env = dict(base_env, RANK=str(rank), **extra)
-            if "GLOO_SOCKET_IFNAME" not in extra and _is_loopback(child_env["MASTER_ADDR"]):
-                child_env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-            cmd = [str(c) for c in (_per_rank(prefixes, rank) or [])]
-            cmd += rank_command(run_dir, rank, world, child_env["MASTER_ADDR"], int(child_env["MASTER_PORT"]),
-                                python)
-            out = open(logs / f"rank{rank}.out", "w")  # noqa: SIM115 - closed in finally
-            files.append(out)
-            try:
-                procs[rank] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                               env=child_env, cwd=run_dir, start_new_session=True,
-                                               preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-            except OSError as exc:
-                raise LaunchError(f"cannot start rank {rank} ({' '.join(cmd[:4])} ...): {exc}") from exc
-            if on_spawn is not None:
-                on_spawn(rank, procs[rank])
-        bar = tqdm(total=run.spec.rounds, desc=f"{run.spec.method} ({world - 1} devices)", unit="round",
-                   disable=None if progress else True)
-        shown = 0
-        failed: list[tuple[int, int]] = []
-        while True:
-            for rank, p in procs.items():
-                code = p.poll()
-                if code not in (None, 0) and rank not in [r for r, _ in failed]:
-                    failed.append((rank, code))
-            if failed:
-                break
-            if all(p.poll() == 0 for p in procs.values()):
-                break
-            if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
-                _stop(procs)
-                raise LaunchError(
-                    f"the run in {run_dir} did not finish within {timeout_s:g} s and was stopped; see {logs}"
-                )
-            shown = _update_bar(bar, run_dir / "progress.json", shown)
-            time.sleep(poll_s)
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=child_env, cwd=run_dir, start_new_session=True,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    except OSError as exc:
+        raise LaunchError(f"cannot start rank {rank} ({' '.join(cmd[:4])} ...): {exc}") from exc
+
+
+def _collect_failures(procs: dict[int, subprocess.Popen], failed: list[tuple[int, int]]) -> None:
+    """Append (rank, exit code) of every rank that has exited with an error and is not in failed yet."""
+    for rank, p in procs.items():
+        code = p.poll()
+        if code not in (None, 0) and rank not in [r for r, _ in failed]:
+            failed.append((rank, code))
+
+
+def _supervise(procs: dict[int, subprocess.Popen], bar, run_dir: Path, t0: float, timeout_s: float | None,
+               poll_s: float) -> list[tuple[int, int]]:
+    """Poll the ranks (and show progress) until one fails or all finish; return the failures (rank, code).
+
+    Stops the run and raises LaunchError when ``timeout_s`` (counted from ``t0``) passes first.
+    """
+    progress_path = run_dir / "progress.json"
+    shown = 0
+    failed: list[tuple[int, int]] = []
+    while True:
+        _collect_failures(procs, failed)
         if failed:
-            raise _failure(procs, failed, run_dir, host)
-        _update_bar(bar, run_dir / "progress.json", shown)
-    except BaseException:
-        _stop(procs)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        for f in files:
-            f.close()
-    outputs = [run_dir / name for name in ("metrics.csv", "measured_devices.csv", "measured_rounds.csv",
-                                           "final_model.pt", "summary.json") if (run_dir / name).exists()]
-    return LaunchResult(run_dir, [p.returncode for p in procs.values()], time.perf_counter() - t0,
-                        [logs / f"rank{r}.log" for r in range(world)], outputs)
+            return failed
+        if all(p.poll() == 0 for p in procs.values()):
+            _update_bar(bar, progress_path, shown)
+            return failed
+        if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+            _stop(procs)
+            raise LaunchError(
+                f"the run in {run_dir} did not finish within {timeout_s:g} s and was stopped; "
+                f"see {log_dir(run_dir)}"
+            )
+        shown = _update_bar(bar, progress_path, shown)
+        time.sleep(poll_s)
+
+
+def _outputs(run_dir: Path) -> list[Path]:
+    """The result files the run wrote."""
+    names = ("metrics.csv", "measured_devices.csv", "measured_rounds.csv", "final_model.pt", "summary.json")
+    return [run_dir / name for name in names if (run_dir / name).exists()]
 
 
 def _read_error(run_dir: Path, rank: int) -> dict:
@@ -238,20 +279,28 @@ def _failure(procs: dict[int, subprocess.Popen], failed: list[tuple[int, int]], 
     """
     deadline = time.monotonic() + settle_s
     while time.monotonic() < deadline and any(p.poll() is None for p in procs.values()):
-        for rank, p in procs.items():
-            code = p.poll()
-            if code not in (None, 0) and rank not in [r for r, _ in failed]:
-                failed.append((rank, code))
+        _collect_failures(procs, failed)
         time.sleep(0.05)
     _stop(procs)
     errors = {rank: _read_error(run_dir, rank) for rank in procs}
+    rank, code = _first_cause(failed, errors)
+    return LaunchError(_failure_message(procs, errors, rank, code, run_dir, host))
+
+
+def _first_cause(failed: list[tuple[int, int]], errors: Mapping[int, dict]) -> tuple[int, int]:
+    """The (rank, code) that caused the failure: killed by a signal, else own error, else earliest."""
 
     def cause_first(item):
         order, (rank, code) = item
         err = errors[rank]
         return (code >= 0, bool(err.get("secondary", False)), err.get("time", float("inf")), order)
 
-    rank, code = sorted(enumerate(failed), key=cause_first)[0][1]
+    return sorted(enumerate(failed), key=cause_first)[0][1]
+
+
+def _failure_message(procs: dict[int, subprocess.Popen], errors: Mapping[int, dict], rank: int, code: int,
+                     run_dir: Path, host: str) -> str:
+    """Who failed and how, what became of the other ranks, and the tails of the failed rank's log and output."""
     role = "server" if rank == 0 else f"device {rank - 1}"
     logs = log_dir(run_dir)
     others = "; ".join(
@@ -260,7 +309,7 @@ def _failure(procs: dict[int, subprocess.Popen], failed: list[tuple[int, int]], 
         for r, p in procs.items() if r != rank
     )
     own = errors[rank].get("message")
-    return LaunchError(
+    return (
         f"rank {rank} ({role} on host {errors[rank].get('host', host)}, pid {procs[rank].pid}) failed: "
         f"{_describe_exit(code)}" + (f": {own}" if own else "") + f"\nThe other ranks were stopped: {others}.\n"
         f"Last lines of its log {rank_log_path(run_dir, rank)}:\n{_tail(rank_log_path(run_dir, rank), 8)}\n"

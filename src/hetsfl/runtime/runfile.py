@@ -9,7 +9,6 @@ cluster the run directory must be on a file system all ranks see.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -24,6 +23,7 @@ import torch
 from hetsfl.io import write_bytes
 from hetsfl.runtime.errors import RunConfigError
 from hetsfl.train import METHODS, TrainSpec
+from hetsfl.train.checkpoint import partitions_sha256
 
 __all__ = [
     "DATA_NAME",
@@ -103,11 +103,7 @@ def log_dir(run_dir: str | os.PathLike) -> Path:
 
 def data_fingerprint(train, test, parts: Sequence[np.ndarray]) -> str:
     """sha256 over the partitions, the labels and the shapes (what a resumed run must not change)."""
-    h = hashlib.sha256()
-    for p in parts:
-        arr = np.ascontiguousarray(np.asarray(p, dtype=np.int64))
-        h.update(len(arr).to_bytes(8, "little"))
-        h.update(arr.tobytes())
+    h = partitions_sha256(parts)
     for ds in (train, test):
         h.update(repr((getattr(ds, "name", ""), tuple(ds.x.shape), int(ds.num_classes))).encode())
         h.update(np.ascontiguousarray(ds.y.cpu().numpy(), dtype=np.int64).tobytes())

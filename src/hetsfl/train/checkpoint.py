@@ -28,6 +28,7 @@ __all__ = [
     "cpu_state",
     "data_fingerprint",
     "load_checkpoint",
+    "partitions_sha256",
     "save_checkpoint",
     "torch_save",
 ]
@@ -50,13 +51,19 @@ def cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def data_fingerprint(train: ImageDataset, test: ImageDataset, parts: Sequence[np.ndarray]) -> dict[str, Any]:
-    """What identifies the data of a run: names and sizes of the splits, a hash of partitions and labels."""
+def partitions_sha256(parts: Sequence[np.ndarray]) -> hashlib._Hash:
+    """A sha256 fed with each partition in turn (its length, then its indices as int64); more may follow."""
     h = hashlib.sha256()
     for p in parts:
         arr = np.ascontiguousarray(np.asarray(p, dtype=np.int64))
         h.update(len(arr).to_bytes(8, "little"))
         h.update(arr.tobytes())
+    return h
+
+
+def data_fingerprint(train: ImageDataset, test: ImageDataset, parts: Sequence[np.ndarray]) -> dict[str, Any]:
+    """What identifies the data of a run: names and sizes of the splits, a hash of partitions and labels."""
+    h = partitions_sha256(parts)
     for ds in (train, test):
         h.update(np.ascontiguousarray(ds.y.cpu().numpy(), dtype=np.int64).tobytes())
     return {
