@@ -110,6 +110,21 @@ def _run(inputs, tmp_path, methods, **kw):
     return table, pd.read_csv(tmp_path / "emulation.csv")
 
 
+def test_a_configured_alpha_too_small_for_one_method_fails_before_any_method_runs(inputs, tmp_path, monkeypatch):
+    import hetsfl.emulation
+    from hetsfl.emulation import QuotaError
+
+    monkeypatch.setattr(hetsfl.emulation, "available", lambda: (True, None))
+    monkeypatch.setattr(hetsfl.emulation, "calibrate_model", lambda *a, **k: 1e11)  # H = 100 GFLOP/s
+    problem = Problem.read(inputs["problem"])
+    alpha = 1.5 * problem.server_flops / problem.num_devices / 1e11  # ao's shares c_S / N fit, SL's c_S not
+    need = problem.server_flops / 1e11  # SL runs on the whole server: alpha >= c_S / H
+    assert alpha < need
+    with pytest.raises(QuotaError, match=rf"server share of device 0: .* at alpha={alpha:g} .* use alpha >= {need:.3g}"):
+        _run(inputs, tmp_path, ["ao", "sl"], alpha=alpha)
+    assert not (tmp_path / "emulation").exists()  # nothing ran
+
+
 @pytest.mark.slow
 def test_without_namespaces_it_runs_unshaped_on_loopback_and_says_so(inputs, tmp_path, monkeypatch, caplog):
     import hetsfl.emulation

@@ -265,10 +265,13 @@ def stage_emulate(
     methods_meta: dict[str, dict] = {}
     meta: dict[str, object] = {"alpha": alpha, "alpha_source": how, "host_flops": host_flops, "emulated": emulated,
                         "unavailable_reason": None if emulated else reason, "cores": cores, "methods": methods_meta}
+    # every method's prediction and paces first: a configured alpha too small for one of them fails before
+    # any method has run
+    preds = {m: predicted_terms(problem, solutions[m], alpha, local_iters) for m in methods}
+    all_paces = {m: _paces(preds[m], alpha, host_flops) if emulated else None for m in methods}
     for m in methods:
-        pred = predicted_terms(problem, solutions[m], alpha, local_iters)
+        pred, paces = preds[m], all_paces[m]
         t0 = time.perf_counter()
-        paces = _paces(pred, host_flops, EMULATE_METHODS[m]) if emulated else None
         run_dir = out_dir / m
         _run_method(m, pred, paces, run_dir, train, test, parts, emulated, model=model, seed=seed, rounds=rounds,
                     lr=lr, momentum=momentum, weight_decay=weight_decay, timeout_s=timeout_s, progress=progress)
@@ -286,12 +289,13 @@ def stage_emulate(
     return table
 
 
-def _paces(pred: pd.DataFrame, host_flops: float, engine_method: str) -> tuple[list[float], list[float]]:
-    """Fractions of a core for every device and the server's share for it (QuotaError if one exceeds 1)."""
+def _paces(pred: pd.DataFrame, alpha: float, host_flops: float) -> tuple[list[float], list[float]]:
+    """Fractions of a core for every device and the server's share for it (QuotaError naming the smallest
+    alpha that would do if one exceeds 1). ``pred`` holds the dilated rates c / alpha."""
     from hetsfl.emulation import quota_fraction
 
-    dev = [quota_fraction(c, 1.0, host_flops, f"device {n}") for n, c in enumerate(pred["device_flops"])]
-    srv = [quota_fraction(c, 1.0, host_flops, f"server share of device {n}")
+    dev = [quota_fraction(c * alpha, alpha, host_flops, f"device {n}") for n, c in enumerate(pred["device_flops"])]
+    srv = [quota_fraction(c * alpha, alpha, host_flops, f"server share of device {n}")
            for n, c in enumerate(pred["server_flops"])]
     return dev, srv
 
