@@ -39,11 +39,11 @@ def cnn_profile(cfg: dict) -> dict:
 
     from hetsfl.models import build_model
     from hetsfl.profiling.measure import profile_model
-    from hetsfl.stages.common import DATASET_SHAPES, NUM_CLASSES
+    from hetsfl.stages.common import DATASET_CLASSES, DATASET_SHAPES
 
     torch.manual_seed(cfg["seed"])
-    shape = DATASET_SHAPES[cfg["dataset"]["name"]]
-    model = build_model(cfg["model"], num_classes=NUM_CLASSES, input_shape=shape)
+    name = cfg["dataset"]["name"]
+    model = build_model(cfg["model"], num_classes=DATASET_CLASSES[name], input_shape=DATASET_SHAPES[name])
     rows = profile_model(model, batch_size=32, repeats=1, seed=cfg["seed"])
     return {"meta": {"model": cfg["model"], "bits_per_activation": 32, "bits_per_param": 32}, "units": rows}
 

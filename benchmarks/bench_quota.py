@@ -88,11 +88,16 @@ def torch_table(groups: CpuGroups, model: str = "cnn") -> None:
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--skip-bursts", action="store_true", help="only the torch table (quota'd forward + backward)")
+    args = ap.parse_args()
     ok, reason = available()
     if not ok:
         print(f"skipped: {reason}")
         return
-    if "--skip-bursts" in sys.argv:
+    if args.skip_bursts:
         with CpuGroups() as groups:
             torch_table(groups)
         return
