@@ -55,3 +55,14 @@ def test_cli_choices_are_the_registries():
 
 def test_scenario_devices_are_problem_devices():
     assert load_json_schema("scenario")["properties"]["devices"] == load_json_schema("problem")["properties"]["devices"]
+
+
+def test_every_registered_method_has_a_report_label_and_style():
+    from hetsfl.report.style import _STYLE, METHOD_LABELS
+    from hetsfl.stages.emulate import EMULATE_METHODS
+
+    names = set(SOLVERS) | set(TRAIN_METHODS) | set(EMULATE_METHODS)
+    assert names <= set(METHOD_LABELS), sorted(names - set(METHOD_LABELS))
+    assert names <= set(_STYLE), sorted(names - set(_STYLE))
+    assert set(METHOD_LABELS) <= names  # no label for a method that no longer exists
+    assert len(set(METHOD_LABELS.values())) == len(METHOD_LABELS)

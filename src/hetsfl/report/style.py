@@ -11,6 +11,7 @@ import seaborn as sns
 METHOD_LABELS = {
     # optimisation methods (results/solutions, results/tables)
     "ao": "AO (proposed)",
+    "ao_cvxpy": "AO (cvxpy bandwidth)",  # the reference: AO with the bandwidth step solved by cvxpy
     "global": "global optimum",
     "exhaustive": "exhaustive",
     "equal_bandwidth": "equal bandwidth",
@@ -48,7 +49,7 @@ def ordered_methods(methods: Iterable[str]) -> list[str]:
 # tab10 colour index and marker per method: training methods share the colour of the optimisation method
 # whose splits they use (sfl -> ao's family; sfl_fixed -> fixed_split; sfl_v2 its own).
 _STYLE = {
-    "ao": (0, "o"), "global": (1, "s"), "exhaustive": (7, "X"), "equal_bandwidth": (2, "D"),
+    "ao": (0, "o"), "ao_cvxpy": (0, "*"), "global": (1, "s"), "exhaustive": (7, "X"), "equal_bandwidth": (2, "D"),
     "fixed_split": (4, "v"), "random_split": (5, "P"), "fl": (8, "^"), "sl": (3, "h"),
     "sfl": (0, "o"), "sfl_v2": (6, "s"), "sfl_fixed": (4, "v"), "sfl_v2_common": (9, "d"),
 }
