@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -122,6 +124,13 @@ def test_plan_bits_follow_the_formula():
     w[5] = w[4] + 64 * 7 * 7 * 512 + 512
     expect = [32 * (k * d * act[s] + w[s]) for s, k, d in zip([1, 4, 5], [2, 3, 4], [5, 6, 7], strict=True)]
     assert plan.model_bits() == expect
+    # the configured bits per value, not a constant: 16-bit activations, 8-bit parameters
+    half = Plan.build(dataclasses.replace(spec, bits_per_activation=16, bits_per_param=8), 10, (1, 28, 28))
+    assert half.model_bits() == [16 * k * d * act[s] + 8 * w[s] for s, k, d in zip([1, 4, 5], [2, 3, 4], [5, 6, 7],
+                                                                                      strict=True)]
+    given = Plan.build(dataclasses.replace(spec, bits_per_activation=None, bits_per_param=None,
+                                           bits_up=[1.0, 2.0, 3.0], bits_down=[1.0, 2.0, 3.0]), 10, (1, 28, 28))
+    assert given.model_bits() == [1.0, 2.0, 3.0]
     assert [plan.down_layout(n).nbytes * 8 for n in range(3)] == [32 * w[s] for s in (1, 4, 5)]
     assert plan.smashed_layout(1).nbytes == 6 * (act[4] * 4 + 8)
 

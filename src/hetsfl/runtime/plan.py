@@ -14,11 +14,11 @@ from hetsfl.models import SplittableModel, build_model
 from hetsfl.runtime.errors import RunConfigError
 from hetsfl.runtime.packing import Layout, activation_shapes, batch_layout, momentum_layout, unit_layout
 from hetsfl.train import TrainSpec
+from hetsfl.train.bits import default_bits
 from hetsfl.train.spec import check_splits as train_check_splits
 
 __all__ = ["MOMENTUM_PREFIX", "REPORT_FIELDS", "REPORT_LAYOUT", "Plan", "check_splits", "client_trains"]
 
-BITS_PER_VALUE = 32
 MOMENTUM_PREFIX = "momentum."
 #: A device's own measurements of one round, sent to the server at the round's end (float64 each).
 REPORT_FIELDS = (
@@ -103,12 +103,10 @@ class Plan:
 
     # ----------------------------------------------------------------------------------- modelled bits
     def model_bits(self) -> list[float]:
-        """The engine's bits per device per round (each direction): 32 (K D a(s) + W(s)); a(L) = 0."""
-        L = self.num_units
-        act = [int(torch.Size(s).numel()) if j + 1 < L else 0 for j, s in enumerate(self.act_shapes)]
-        par = [sum(p.numel() for p in unit.parameters()) for unit in self.model.units.values()]
+        """The engine's bits per device per round (each direction) when the spec does not give them: K D a(s)
+        b_act + W(s) b_par with the spec's bits per value (hetsfl.train.bits.default_bits; a(L) = 0)."""
         spec = self.spec
-        return [
-            float(BITS_PER_VALUE * (k * d * act[s - 1] + sum(par[:s])))
-            for s, k, d in zip(spec.splits, spec.local_iters, spec.batch_sizes, strict=True)
-        ]
+        if spec.bits_per_activation is None or spec.bits_per_param is None:  # then bits_up and bits_down are given
+            return [float(b) for b in (spec.bits_up or spec.bits_down or [])]
+        return default_bits(self.model, spec.splits, spec.local_iters, spec.batch_sizes,
+                            bits_per_activation=spec.bits_per_activation, bits_per_param=spec.bits_per_param)
