@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import csv
 import io
-import json
 import random
 import statistics
 import time
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from hetsfl.io import write_text
+from hetsfl.io import write_json, write_text
 from hetsfl.models.base import SplittableModel
 from hetsfl.profiling.files import read_profile  # noqa: F401 - re-exported: profiling writes, this reads
 
@@ -227,7 +226,7 @@ def _csv_text(rows: list[dict]) -> str:
 
 def write_profile(rows: list[dict], json_path, csv_path, meta: dict) -> None:
     """Write {"meta": meta, "units": rows} as JSON and the rows as CSV, each atomically."""
-    _atomic_write(Path(json_path), json.dumps({"meta": meta, "units": rows}, indent=2) + "\n")
+    write_json(Path(json_path), {"meta": meta, "units": rows}, indent=2)
     _atomic_write(Path(csv_path), _csv_text(rows))
 
 

@@ -35,7 +35,6 @@
 from __future__ import annotations
 
 import io
-import json
 import os
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import pandas as pd
 import torch
 
 from hetsfl.io import write_bytes
+from hetsfl.io import write_json as io_write_json
 from hetsfl.runtime.errors import RunConfigError
 from hetsfl.train.outputs import METRICS_COLUMNS as ENGINE_METRICS_COLUMNS
 
@@ -126,7 +126,7 @@ def write_csv(rows: list[dict], columns: list[str], path: Path) -> None:
 
 
 def write_json(obj, path: Path) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    io_write_json(path, obj, indent=2, sort_keys=True, allow_nan=True)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict | None:

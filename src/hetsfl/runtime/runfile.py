@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hetsfl.io import write_bytes
+from hetsfl.io import write_bytes, write_json
 from hetsfl.runtime.errors import RunConfigError
 from hetsfl.train import METHODS, TrainSpec
 from hetsfl.train.checkpoint import partitions_sha256
@@ -182,7 +182,7 @@ def write_run(
         "num_devices": len(parts),
         "data_sha256": sha,
     }
-    write_bytes(out / RUN_NAME, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+    write_json(out / RUN_NAME, doc, indent=1, sort_keys=True)
     return Run(out, spec, options, len(parts), sha)
 
 
