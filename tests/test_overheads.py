@@ -214,8 +214,6 @@ def test_zero_overheads_are_bit_identical_to_none(seed, random_problem_document)
             assert np.array_equal(p.terms(seq)[0], q.terms(seq)[0])
         assert all(np.array_equal(x, y) for x, y in zip(p.device_server_terms(), q.device_server_terms(), strict=True))
         for method in METHODS:
-            if sharing == "optimized" and method in sfl_v2.V2_METHODS:
-                continue
             assert _strip(solve(p, method)) == _strip(solve(q, method)), (sharing, method)
 
 
