@@ -225,7 +225,7 @@ def _csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def write_profile(rows: list[dict], json_path, csv_path, meta: dict) -> None:
+def write_profile(rows: list[dict], json_path: str | Path, csv_path: str | Path, meta: dict) -> None:
     """Write {"meta": meta, "units": rows} as JSON and the rows as CSV, each atomically."""
     _atomic_write(Path(json_path), json.dumps({"meta": meta, "units": rows}, indent=2) + "\n")
     _atomic_write(Path(csv_path), _csv_text(rows))
