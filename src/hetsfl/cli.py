@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from hetsfl.errors import HetsflError
 
@@ -18,12 +20,12 @@ EXIT_ERROR = 2
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the argument and what is valid) and exit status 2."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(EXIT_ERROR)
 
 
-def _int_at_least(minimum: int):
+def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 import functools
 import math
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
 
 from hetsfl.errors import ConfigError
+
+T = TypeVar("T")
 
 SCHEMA_PATH = Path(str(resources.files("hetsfl") / "schemas" / "config.schema.yaml"))
 
@@ -36,7 +39,7 @@ def _validator() -> jsonschema.Draft202012Validator:
 class _StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
             seen: dict = {}
             for key_node, _ in node.value:
@@ -85,7 +88,7 @@ def _where(error: jsonschema.ValidationError) -> str:
     return path or "<top level>"
 
 
-def _non_finite(obj, path: tuple = ()):
+def _non_finite(obj: object, path: tuple[str, ...] = ()) -> Iterator[tuple[str, float]]:
     """Dotted paths of NaN or infinite numbers (YAML .nan, .inf, -.inf), at any depth, in lists too."""
     if isinstance(obj, float) and not math.isfinite(obj):
         yield ".".join(path) or "<top level>", obj
@@ -153,7 +156,7 @@ def validate_config(config: object) -> dict:
     return out
 
 
-def sorted_keys(obj):
+def sorted_keys(obj: Any) -> Any:
     """The same mapping with keys sorted at every level: Snakemake compares rule params including key
     order, so a reordered but equal config file must not rerun anything."""
     if isinstance(obj, dict):
@@ -170,7 +173,7 @@ def _check_ranges(where: str, phys: dict) -> None:
             raise ConfigError(f"{where}.{key}: low {value[0]} is above high {value[1]}; write [low, high]")
 
 
-def _check_sweep_value(where: str, key: str, value) -> None:
+def _check_sweep_value(where: str, key: str, value: object) -> None:
     """A sweep value must be a valid value of its `physical` key."""
     schema = load_schema()
     sub = {"$defs": schema["$defs"], **schema["$defs"]["physical"]["properties"][key]}
@@ -216,7 +219,7 @@ def load_config(path: str | Path) -> dict:
                           else f"{path}: {text}") from None
 
 
-def snakemake_config(config: dict, configfiles: list) -> dict:
+def snakemake_config(config: dict, configfiles: Sequence[str | Path]) -> dict:
     """The validated configuration of a Snakemake run: the config files re-read strictly (Snakemake's own
     loader merges duplicate keys silently), then Snakemake's merged ``config`` (with any --config overrides)
     validated. Raises ConfigError with a one-line message."""
@@ -229,7 +232,7 @@ def snakemake_config(config: dict, configfiles: list) -> dict:
         raise ConfigError(f"{names}: {exc}") from None
 
 
-def exit_on_config_error(fn, *args):
+def exit_on_config_error(fn: Callable[..., T], *args: Any) -> T:
     """Call ``fn(*args)``; on ConfigError print ``hetsfl: error: MESSAGE`` (one line) and exit with status 1,
     so that it is the first and only thing a Snakemake user sees, not a traceback or a schema dump."""
     import sys

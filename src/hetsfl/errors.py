@@ -1,5 +1,9 @@
 """Errors that carry a message meant for the user: what is wrong and how to fix it."""
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+
 
 class HetsflError(Exception):
     """Base class: the message says what is wrong and how to fix it."""
@@ -15,7 +19,7 @@ class InfeasibleError(HetsflError):
     ``devices``: the ids of the devices that make it infeasible (empty when it is the devices together).
     """
 
-    def __init__(self, message: str, devices=()) -> None:
+    def __init__(self, message: str, devices: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.devices = list(devices)
 

@@ -7,10 +7,15 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _umask() -> int:
@@ -20,7 +25,7 @@ def _umask() -> int:
     return mask
 
 
-def _default(obj):
+def _default(obj: object) -> int | float | list:
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
@@ -31,7 +36,7 @@ def _default(obj):
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike):
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``, on error removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +71,7 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 _ENCODER = json.JSONEncoder(default=_default, allow_nan=False)  # one encoder: building one per record is slow
 
 
-def _compact(obj) -> str:
+def _compact(obj: object) -> str:
     return _ENCODER.encode(obj)
 
 
@@ -81,18 +86,18 @@ def _records(records: list[dict]) -> list[str]:
     return [_compact(r) for r in records]
 
 
-def _key(key) -> str:
+def _key(key: object) -> str:
     """A mapping key as json.dumps writes it (keys become strings; True, None as true, null)."""
     return json.dumps(key if isinstance(key, str) else json.dumps(key) if key is None or isinstance(key, bool) else str(key))
 
 
-def json_text(doc, indent: int = 1) -> str:
+def json_text(doc: object, indent: int = 1) -> str:
     """JSON text of ``doc``: mappings one key per line, lists of scalars on one line, lists of records one record
     per line (so that per-device arrays of 10^5 devices are written by the C encoder, not the pure-Python
     indenting one). The same data as json.dumps(doc, indent=indent); NaN and infinity are refused."""
     pad = " " * indent
 
-    def encode(obj, depth: int) -> str:
+    def encode(obj: Any, depth: int) -> str:
         obj = obj.tolist() if isinstance(obj, np.ndarray) else obj
         if isinstance(obj, dict) and obj:
             inner = pad * (depth + 1)
@@ -115,7 +120,7 @@ def json_text(doc, indent: int = 1) -> str:
 
 
 def write_json(
-    path: str | os.PathLike, doc, indent: int = 1, *, sort_keys: bool = False, allow_nan: bool = False
+    path: str | os.PathLike, doc: object, indent: int = 1, *, sort_keys: bool = False, allow_nan: bool = False
 ) -> None:
     """Write ``doc`` as JSON to ``path`` atomically; nothing is written if it cannot be encoded.
 
@@ -128,7 +133,7 @@ def write_json(
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_table(path: str | os.PathLike, frame) -> None:
+def write_table(path: str | os.PathLike, frame: pd.DataFrame) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["SCHEMES", "dirichlet", "iid", "make_partition", "partition_summary", "shards"]
 
@@ -18,7 +21,7 @@ SCHEMES = ("iid", "dirichlet", "shards")
 
 
 # ---------------------------------------------------------------------------------------------- validation
-def _as_labels(labels) -> np.ndarray:
+def _as_labels(labels: Any) -> np.ndarray:
     if hasattr(labels, "detach") and hasattr(labels, "cpu"):  # a torch tensor, without importing torch
         labels = labels.detach().cpu().numpy()
     arr = np.asarray(labels)
@@ -33,7 +36,7 @@ def _as_labels(labels) -> np.ndarray:
     return arr
 
 
-def _check_int(name: str, value, minimum: int) -> int:
+def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
@@ -41,7 +44,9 @@ def _check_int(name: str, value, minimum: int) -> int:
     return int(value)
 
 
-def _check_common(labels, num_devices, seed, min_size) -> tuple[np.ndarray, int, int, int]:
+def _check_common(
+    labels: Any, num_devices: int, seed: int, min_size: int
+) -> tuple[np.ndarray, int, int, int]:
     labels = _as_labels(labels)
     num_devices = _check_int("num_devices", num_devices, 1)
     seed = _check_int("seed", seed, 0)
@@ -55,7 +60,7 @@ def _check_common(labels, num_devices, seed, min_size) -> tuple[np.ndarray, int,
     return labels, num_devices, seed, min_size
 
 
-def _finish(parts) -> list[np.ndarray]:
+def _finish(parts: Iterable[npt.ArrayLike]) -> list[np.ndarray]:
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 

@@ -144,7 +144,7 @@ class paced:  # noqa: N801 - used like a function: `with paced(q): work()`
         self._cpu0, self._wall0 = self.clock(), time.perf_counter()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.cpu_s = self.clock() - self._cpu0
         target = self.cpu_s / self.fraction
         elapsed = time.perf_counter() - self._wall0

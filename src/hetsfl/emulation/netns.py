@@ -17,7 +17,7 @@ import shlex
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hetsfl.emulation.shaping import LinkStats
@@ -175,7 +175,7 @@ class EmulatedNetwork(OwnedRun):
         )
         return env
 
-    def popen(self, rank: int, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+    def popen(self, rank: int, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
         """Start argv in rank's namespace (kwargs go to subprocess.Popen); killed at teardown if alive."""
         return subprocess.Popen(self.command(rank, argv, kwargs.pop("cgroup_procs", None)), **kwargs)
 

@@ -58,7 +58,7 @@ class OwnedRun(abc.ABC):
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:

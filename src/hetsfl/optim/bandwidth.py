@@ -93,14 +93,14 @@ def least_bandwidth(
 
 
 def deadline_search(
-    demand: Callable,
-    tau_lo,
-    tau_hi,
+    demand: Callable[[Any], tuple[Any, Any]],
+    tau_lo: float | np.ndarray,
+    tau_hi: float | np.ndarray,
     total_bandwidth: float,
-    tau=None,
+    tau: float | np.ndarray | None = None,
     rtol: float = 1e-13,
     max_iter: int = 300,
-) -> tuple:
+) -> tuple[Any, Any, bool]:
     """Smallest tau with demand(tau) <= B, for one problem (tau_lo a scalar: the search runs on floats,
     cheaper than 0-d arrays) or a batch of independent problems (arrays).
 
@@ -192,7 +192,7 @@ def allocate_nested(
 
     last: dict = {}
 
-    def demand(tau):
+    def demand(tau: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b, db = least_bandwidth(np.asarray(tau)[..., None] - A, U, xu, xd)
         last.update(tau=np.array(tau), b=b, db=db)
         return b.sum(-1), db.sum(-1)
@@ -233,13 +233,15 @@ def _excess_and_elasticity(b: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np
     return psi, dpsi / psi
 
 
-def _model_demand(b, psi, p, A, iU, pinf) -> Callable:
+def _model_demand(
+    b: np.ndarray, psi: np.ndarray, p: np.ndarray, A: np.ndarray, iU: np.ndarray, pinf: np.ndarray
+) -> Callable[[float | np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The model's demand for ``deadline_search``: tau -> (sum_n b_n (s_n(tau) / psi_n)^p_n, its derivative),
     s_n(tau) = (tau - A_n)/U_n - phi_n(inf). Convex and decreasing in tau (p <= -1), infinite at the pole."""
     ipsi = 1.0 / psi
     piU = p * iU
 
-    def demand(tau):
+    def demand(tau: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         s = (np.asarray(tau)[..., None] - A) * iU - pinf
         bm = b * (s * ipsi) ** p
         return bm.sum(-1), (bm * piU / s).sum(-1)

@@ -42,10 +42,10 @@ def global_optimum(
     phi_eq = seconds_per_bit(B / len(A), xu, xd)
     tau_hi = np.max(np.min(A + U * phi_eq[:, None], axis=1))
 
-    def best(tau):
+    def best(tau: float | np.ndarray) -> np.ndarray:
         return np.argmax((tau - A) / U, axis=1)
 
-    def demand(tau):
+    def demand(tau: float | np.ndarray) -> tuple[float, float]:
         j = best(tau)
         b, db = least_bandwidth(tau - A[rows, j], U[rows, j], xu, xd)
         return b.sum(), db.sum()

@@ -34,7 +34,8 @@ __all__ = ["SAFE_RANGE", "Problem", "load_json_schema", "read_json", "validate_d
 SAFE_RANGE = (1e-100, 1e100)  # derived quantities must lie here: far from float overflow and underflow
 
 
-def _floats(records: list[dict], key: str, kind: str, names: list, source: str, missing: float | None = None):
+def _floats(records: list[dict], key: str, kind: str, names: list, source: str, missing: float | None = None
+            ) -> np.ndarray:
     """The ``key`` of every record as a float array; ConfigError naming the record if a number does not fit a
     float (an integer above 1.8e308)."""
     try:
@@ -304,7 +305,9 @@ class Problem:
                 f"infeasible: the whole model does not fit on device(s) {names}{more}; FL cannot run there",
                 [self.device_ids[i] for i in bad])
 
-    def _explain_empty(self, empty, listed, floor_ok, mem) -> str:
+    def _explain_empty(
+        self, empty: np.ndarray, listed: np.ndarray, floor_ok: np.ndarray, mem: np.ndarray
+    ) -> str:
         lines = []
         for i in empty[:20]:
             dev = self.device_ids[i]

@@ -23,7 +23,10 @@ The lower bound of the global method (Lagrangian dual) is in optim/resources_dua
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetsfl.optim.bandwidth import allocate, deadline_search, least_bandwidth
 from hetsfl.optim.split_search import exhaustive_search, stable_argmin, too_many_splits
@@ -35,7 +38,7 @@ MAX_NEWTON = 60
 
 
 # ---- the per-device frontier ------------------------------------------------------------------------
-def _slope_terms(u: np.ndarray, x: np.ndarray):
+def _slope_terms(u: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """phi(b), P = -dphi/dln b = b (-phi'(b)) and dP/dln b, for b = e^u; x: (2, ...) up and down."""
     b = np.exp(u)
     y = x / b
@@ -53,7 +56,8 @@ def _slope_terms(u: np.ndarray, x: np.ndarray):
     return phi, P, dP
 
 
-def frontier(u, S, U, w, x):
+def frontier(u: np.ndarray, S: np.ndarray, U: np.ndarray, w: np.ndarray, x: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """At b = e^u: g = ln(w U (-phi'(b))) - 2 ln(S - U phi(b)) (+inf where S <= U phi(b)), dg/du (< 0) and
     the server time slack S - U phi(b) (= w / f on the frontier)."""
     phi, P, dP = _slope_terms(u, x)
@@ -67,7 +71,7 @@ def frontier(u, S, U, w, x):
     return g, dg, slack
 
 
-def _xstack(xu, xd, shape):
+def _xstack(xu: ArrayLike, xd: ArrayLike, shape: tuple[int, ...]) -> np.ndarray:
     """Uplink and downlink x as one array (2, *shape); xu, xd: per device (N,), the last axis of shape."""
     x = np.stack(np.broadcast_arrays(np.asarray(xu, float), np.asarray(xd, float)))
     x = x.reshape((2,) + (1,) * (len(shape) - x.ndim + 1) + x.shape[1:])
@@ -83,7 +87,9 @@ def _logsumexp(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.log(s) + m)[..., 0], e / s
 
 
-def _least_compute(S, U, w, x, B, u0=None):
+def _least_compute(
+    S: np.ndarray, U: np.ndarray, w: np.ndarray, x: np.ndarray, B: float, u0: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """min sum_n f_n s.t. w_n / f_n + U_n phi_n(b_n) <= S_n, sum b_n <= B, batched over leading axes.
 
     Returns (H, dH/dS-sum-weights f^2/w, b, f, u) with H = inf where no allocation exists (some S_n <= U_n
@@ -160,7 +166,9 @@ def _least_compute(S, U, w, x, B, u0=None):
     return H, wsq, b, f, u_out
 
 
-def joint_allocate(a, w, U, xu, xd, B: float, C: float):
+def joint_allocate(
+    a: ArrayLike, w: ArrayLike, U: ArrayLike, xu: np.ndarray, xd: np.ndarray, B: float, C: float
+) -> tuple[Any, np.ndarray, np.ndarray, Any]:
     """Exact joint bandwidth and server-compute step for fixed cuts: minimise max_n a_n + w_n/f_n + U_n phi_n(b_n)
     s.t. sum b <= B, sum f <= C. a, w, U: (..., N) (leading axes are independent problems).
 
@@ -183,7 +191,7 @@ def joint_allocate(a, w, U, xu, xd, B: float, C: float):
         return obj, b, np.zeros(a.shape), low
     last: dict = {"u": None}
 
-    def demand(tau):
+    def demand(tau: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         t = np.asarray(tau, float)
         S = t[..., None] - a
         H, wsq, b, f, u = _least_compute(S, U, w, x, B, last["u"])
@@ -209,7 +217,9 @@ def joint_allocate(a, w, U, xu, xd, B: float, C: float):
     return obj, b, f, lower
 
 
-def round_latency(a, w, U, b, f, xu, xd) -> np.ndarray:
+def round_latency(
+    a: np.ndarray, w: np.ndarray, U: np.ndarray, b: np.ndarray, f: np.ndarray, xu: ArrayLike, xd: ArrayLike
+) -> np.ndarray:
     """T_n = a_n + w_n / f_n + U_n phi_n(b_n) (w = 0 takes no server time at any f)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         srv = np.where(w > 0, w / f, 0.0)
@@ -218,13 +228,19 @@ def round_latency(a, w, U, b, f, xu, xd) -> np.ndarray:
 
 
 # ---- split step, AO ----------------------------------------------------------------------------------
-def best_splits_compute(a, w, U, b, f, xu, xd, current=None) -> np.ndarray:
+def best_splits_compute(
+    a: np.ndarray, w: np.ndarray, U: np.ndarray, b: np.ndarray, f: np.ndarray, xu: ArrayLike, xd: ArrayLike,
+    current: np.ndarray | None = None,
+) -> np.ndarray:
     """Split step with b and f fixed: argmin_s a_ns + w_ns / f_n + U_ns phi_n(b_n) (a = inf: forbidden)."""
     T = round_latency(a, w, U, b[:, None], f[:, None], np.asarray(xu)[:, None], np.asarray(xd)[:, None])
     return stable_argmin(T, current)
 
 
-def alternating_resources(a, w, U, xu, xd, B: float, C: float, cols: np.ndarray, max_iters: int = 100):
+def alternating_resources(
+    a: np.ndarray, w: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarray, B: float, C: float,
+    cols: np.ndarray, max_iters: int = 100,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
     """AO for the optimized-sharing model from the cuts ``cols``: {joint resource step; split step} until no
     cut changes. The objective never increases. Returns (cols, b, f, trace)."""
     n = len(a)
@@ -242,7 +258,10 @@ def alternating_resources(a, w, U, xu, xd, B: float, C: float, cols: np.ndarray,
     return cols, b, f, trace
 
 
-def exhaustive_resources(a, w, U, allowed, xu, xd, B: float, C: float, limit: int):
+def exhaustive_resources(
+    a: np.ndarray, w: np.ndarray, U: np.ndarray, allowed: np.ndarray, xu: np.ndarray, xd: np.ndarray,
+    B: float, C: float, limit: int,
+) -> tuple[np.ndarray, int]:
     """Every combination of allowed cuts with the joint resource step (batched). Returns (cols, count)."""
     rows = np.arange(len(a))
 
@@ -253,12 +272,14 @@ def exhaustive_resources(a, w, U, allowed, xu, xd, B: float, C: float, limit: in
     return cols, count
 
 
-def compute_for_bandwidth(a, w, U, b, xu, xd, C: float):
+def compute_for_bandwidth(
+    a: np.ndarray, w: np.ndarray, U: np.ndarray, b: np.ndarray, xu: np.ndarray, xd: np.ndarray, C: float
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Best cuts and optimal compute for fixed bandwidths b (the equal_bandwidth baseline): the least tau with
     sum_n min_s w_ns / (tau - a_ns - U_ns phi_n(b_n)) <= C. Exact. Returns (tau, cols, f)."""
     c = a + U * seconds_per_bit(b, xu, xd)[:, None]  # time without the server
     with np.errstate(divide="ignore", invalid="ignore"):
-        def need(tau):
+        def need(tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             slack = tau - c
             fl = np.where(w > 0, np.where(slack > 0, w / slack, np.inf), np.where(slack >= 0, 0.0, np.inf))
             j = np.argmin(fl, axis=1)
@@ -266,7 +287,7 @@ def compute_for_bandwidth(a, w, U, b, xu, xd, C: float):
             fj, sj, wj = fl[rows, j], slack[rows, j], w[rows, j]
             return fj, j, np.where(wj > 0, -wj / sj**2, 0.0)
 
-        def demand(tau):
+        def demand(tau: float) -> tuple[float, float]:
             fj, _, d = need(tau)
             return fj.sum(), d.sum()
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import cvxpy as cp
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetsfl.optim.bandwidth_cvx import HIGH_SNR, SOLVER_OPTIONS, _scaled_rate
 from hetsfl.system.channel import LN2
 
 
-def joint_allocate_cvxpy(a, w, U, xu, xd, B: float, C: float, solver: str = "CLARABEL"):
+def joint_allocate_cvxpy(
+    a: ArrayLike, w: ArrayLike, U: ArrayLike, xu: ArrayLike, xd: ArrayLike, B: float, C: float,
+    solver: str = "CLARABEL",
+) -> tuple[float, np.ndarray, np.ndarray, float]:
     """Same contract as ``resources.joint_allocate`` for one problem (1-D a, w, U); objective = the solver's tau."""
     a, w, U = (np.asarray(v, float) for v in (a, w, U))
     n = len(a)

@@ -6,6 +6,7 @@ a duality gap may remain. The frontier it uses is optim/resources.py's.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetsfl.optim.bandwidth import least_bandwidth
 from hetsfl.optim.resources import NEWTON_STOP, frontier
@@ -14,7 +15,9 @@ from hetsfl.system.latency import seconds_per_bit
 __all__ = ["dual_lower_bound", "dual_value"]
 
 
-def _device_costs(S, U, w, x, kappa, u0=None):
+def _device_costs(
+    S: np.ndarray, U: np.ndarray, w: np.ndarray, x: np.ndarray, kappa: float, u0: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """min_{b,f} b + f / kappa s.t. w/f + U phi(b) <= S, elementwise (no coupling): the root of g(ln b) = ln kappa
     by safeguarded Newton. Returns (cost, b, f, u); cost = inf where S <= U phi(inf)."""
     beta, _ = least_bandwidth(S, U, x[0], x[1])
@@ -59,7 +62,10 @@ def _device_costs(S, U, w, x, kappa, u0=None):
     return cost, b_out, f_out, u_out
 
 
-def dual_value(tau: float, nu: float, a, w, U, xu, xd, B: float, C: float, u0=None):
+def dual_value(
+    tau: float, nu: float, a: np.ndarray, w: np.ndarray, U: np.ndarray, xu: ArrayLike, xd: ArrayLike,
+    B: float, C: float, u0: np.ndarray | None = None,
+) -> tuple[float, np.ndarray, float, np.ndarray]:
     """D(tau, nu) = sum_n min_s c_ns - B - nu C with c_ns = min b + nu f over cut s's deadline set; D > 0
     proves tau infeasible. Returns (D, cols, sum of the chosen f, u)."""
     S = tau - a
@@ -74,7 +80,10 @@ def dual_value(tau: float, nu: float, a, w, U, xu, xd, B: float, C: float, u0=No
     return D, j, float(np.sum(f[rows, j])), u
 
 
-def dual_lower_bound(a, w, U, xu, xd, B: float, C: float, tau_hi: float, tol: float = 1e-9):
+def dual_lower_bound(
+    a: np.ndarray, w: np.ndarray, U: np.ndarray, xu: np.ndarray, xd: np.ndarray, B: float, C: float,
+    tau_hi: float, tol: float = 1e-9,
+) -> tuple[float, list[np.ndarray], float]:
     """Largest tau certified infeasible by the Lagrangian dual: bisection on tau in [tau_lo, tau_hi] (tau_lo the
     optimum with an infinite server, infeasible) and, for each tau, maximisation of the concave D(tau, .) over
     ln nu by bisection on its supergradient sum_n f_n - C. Returns (lower, the last distinct cut choices seen at

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def evaluate(problem: Problem, solution: dict) -> dict:
 
 
 def simulate_rounds(problem: Problem, method: str, policy: str, rounds: int, seed: int | None = None,
-                    fading: str = "rayleigh", train_seed: int = 0, **solve_kwargs) -> dict:
+                    fading: str = "rayleigh", train_seed: int = 0, **solve_kwargs: Any) -> dict:
     """Round latencies of ``method`` under ``policy`` over ``rounds`` rounds of block fading drawn from ``seed``
     (default: the problem's seed). Returns per-round latencies, solve times (0 for rounds that do not solve),
     splits and bandwidths, and the cumulative simulated time.
@@ -58,16 +59,16 @@ def simulate_rounds(problem: Problem, method: str, policy: str, rounds: int, see
     from hetsfl.optim.solvers import solve
 
     if method in sfl_v2.V2_METHODS:
-        def solve_round(p, r):
+        def solve_round(p: Problem, r: int) -> dict:
             return sfl_v2.solve_sfl_v2(p, method, seed=train_seed, rounds=1, round_idx=r)
 
-        def evaluate_round(p, sol, r):
+        def evaluate_round(p: Problem, sol: dict, r: int) -> float:
             return float(sfl_v2.round_latency(p, sol["splits"], sol["bandwidth_hz"], train_seed, r))
     else:
-        def solve_round(p, r):
+        def solve_round(p: Problem, r: int) -> dict:
             return solve(p, method, **solve_kwargs)
 
-        def evaluate_round(p, sol, r):
+        def evaluate_round(p: Problem, sol: dict, r: int) -> float:
             return evaluate(p, sol)["objective_s"]
 
     if policy not in POLICIES:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetsfl.errors import ConfigError, InfeasibleError
 from hetsfl.optim.problem import Problem
@@ -111,8 +112,8 @@ def solve_optimized(problem: Problem, method: str, max_iters: int = 100, exhaust
     return sol
 
 
-def build_solution_optimized(problem: Problem, method: str, splits, bandwidth, server_flops, iterations,
-                             solve_time: float) -> dict:
+def build_solution_optimized(problem: Problem, method: str, splits: ArrayLike, bandwidth: ArrayLike,
+                             server_flops: ArrayLike, iterations: list[dict], solve_time: float) -> dict:
     """Evaluate cuts, bandwidths and server shares (T_n = a_n + w_n/f_n + U_n phi_n(b_n)) as a solution
     (a_n with the per-message latency reported apart as message_s when the problem has one)."""
     p = problem

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetsfl.errors import ConfigError, InfeasibleError
 from hetsfl.optim.problem import Problem
@@ -25,6 +27,9 @@ from hetsfl.optim.sfl_v2_clock import (
 )
 from hetsfl.optim.split_search import exhaustive_search
 from hetsfl.system.channel import LN2
+
+if TYPE_CHECKING:
+    import cvxpy as cp
 
 __all__ = [
     "batch_durations",
@@ -45,7 +50,9 @@ log = logging.getLogger("hetsfl.optim.sfl_v2")
 
 
 # ---- optimisation -----------------------------------------------------------------------------------------
-def optimal_bandwidth(problem: Problem, splits, seed: int, round_idx: int = 0, solver: str = "CLARABEL"):
+def optimal_bandwidth(
+    problem: Problem, splits: ArrayLike, seed: int, round_idx: int = 0, solver: str = "CLARABEL"
+) -> tuple[float, np.ndarray, float | None]:
     """Exact minimum over b (sum b <= B) of the round latency for fixed cuts and order, as a convex program:
     min tau s.t. t_j >= (device ready) + p + up(b), t_j >= t_prev + sigma_prev (server sequence), tau >= finish,
     with z_u,n >= B / (ln2 r_u,n(b_n)) and z_d,n likewise (seconds per bit scaled by B / ln 2, near one; convex,
@@ -113,7 +120,9 @@ def optimal_bandwidth(problem: Problem, splits, seed: int, round_idx: int = 0, s
     return _fallback_bandwidth(p, s, seed, round_idx, prob, frac)
 
 
-def _fallback_bandwidth(p: Problem, s: np.ndarray, seed: int, round_idx: int, prob, frac):
+def _fallback_bandwidth(
+    p: Problem, s: np.ndarray, seed: int, round_idx: int, prob: cp.Problem, frac: cp.Variable
+) -> tuple[float, np.ndarray, None]:
     from hetsfl.optim.bandwidth import allocate
 
     n, B = p.num_devices, p.total_bandwidth
@@ -167,7 +176,7 @@ def best_common_split(problem: Problem, seed: int, bandwidth: str = "optimal", r
 
 
 def local_search_splits(problem: Problem, seed: int, bandwidth: str = "equal", round_idx: int = 0,
-                        start=None, max_sweeps: int = 50) -> dict:
+                        start: dict | None = None, max_sweeps: int = 50) -> dict:
     """Individual cuts under SFL-V2's latency by coordinate descent: each device in turn takes the cut that
     minimises the round latency with the others fixed (all its cuts evaluated at once), until a sweep changes
     nothing; with ``bandwidth='optimal'`` the bandwidth is re-optimised (convex program) after each sweep.
@@ -252,8 +261,8 @@ def solve_sfl_v2(problem: Problem, method: str = "sfl_v2", seed: int = 0, rounds
     return sol
 
 
-def v2_solution(problem: Problem, method: str, splits, bandwidth, seed: int, rounds: int, solve_time: float,
-                round_idx: int = 0) -> dict:
+def v2_solution(problem: Problem, method: str, splits: ArrayLike, bandwidth: ArrayLike, seed: int,
+                rounds: int, solve_time: float, round_idx: int = 0) -> dict:
     """Package cuts and bandwidths with SFL-V2's clock: per device the finishing time, its compute, transfer
     and waiting seconds (waiting = finish - the rest: time spent queueing for the server)."""
     p = problem

@@ -28,7 +28,11 @@ server_batch_flops / c_S, each of up_n and dn_n the per-message latency l, and t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, Literal, overload
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetsfl.optim.problem import Problem
 from hetsfl.system.channel import LN2
@@ -38,14 +42,14 @@ __all__ = ["batch_durations", "device_order", "job_sequence", "round_latencies",
 _TAG_ORDER = 1  # as hetsfl.train.schedule (SeedSequence([seed, 1, round, iteration]))
 
 
-def device_order(seed: int, round_idx: int, iteration: int, devices) -> list[int]:
+def device_order(seed: int, round_idx: int, iteration: int, devices: Iterable[int]) -> list[int]:
     """The training engine's SFL-V2 order (hetsfl.train.schedule.device_order, without importing torch)."""
     devices = list(devices)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _TAG_ORDER, int(round_idx), int(iteration)]))
     return [devices[i] for i in rng.permutation(len(devices))]
 
 
-def job_sequence(iters, seed: int, round_idx: int) -> list[int]:
+def job_sequence(iters: Iterable[int], seed: int, round_idx: int) -> list[int]:
     """Devices in the order the server takes their batches in round ``round_idx`` (one entry per batch)."""
     iters = [int(k) for k in iters]
     seq: list[int] = []
@@ -54,7 +58,7 @@ def job_sequence(iters, seed: int, round_idx: int) -> list[int]:
     return seq
 
 
-def batch_durations(problem: Problem, splits, bandwidth) -> dict[str, np.ndarray]:
+def batch_durations(problem: Problem, splits: ArrayLike, bandwidth: ArrayLike) -> dict[str, np.ndarray]:
     """p, q, sigma, up, dn (seconds per batch) and the model exchange (seconds per round) of every device;
     splits and bandwidth may carry leading batch axes (..., N). q and sigma include the per-batch fixed
     costs; up, dn and model are the transfers alone (the per-message latency is ``problem.per_message_s``)."""
@@ -81,7 +85,15 @@ def batch_durations(problem: Problem, splits, bandwidth) -> dict[str, np.ndarray
     }
 
 
-def round_latency(problem: Problem, splits, bandwidth, seed: int, round_idx: int = 0, detail: bool = False):
+# Without ``detail``: an array over the leading axes, or a numpy scalar without them (as numpy's max).
+@overload
+def round_latency(problem: Problem, splits: ArrayLike, bandwidth: ArrayLike, seed: int, round_idx: int = 0,
+                  detail: Literal[False] = False) -> Any: ...
+@overload
+def round_latency(problem: Problem, splits: ArrayLike, bandwidth: ArrayLike, seed: int, round_idx: int = 0, *,
+                  detail: Literal[True]) -> dict[str, Any]: ...
+def round_latency(problem: Problem, splits: ArrayLike, bandwidth: ArrayLike, seed: int, round_idx: int = 0,
+                  detail: bool = False) -> Any:
     """SFL-V2 round latency max_n E_n (batched over leading axes of splits / bandwidth); with ``detail`` a dict
     with the finishing time of every device and the server's busy time as well."""
     d = batch_durations(problem, splits, bandwidth)
@@ -105,6 +117,8 @@ def round_latency(problem: Problem, splits, bandwidth, seed: int, round_idx: int
     return {"latency_s": T, "finish_s": finish, "server_busy_s": busy, "num_devices": n}
 
 
-def round_latencies(problem: Problem, splits, bandwidth, seed: int, rounds: int) -> list[float]:
+def round_latencies(
+    problem: Problem, splits: ArrayLike, bandwidth: ArrayLike, seed: int, rounds: int
+) -> list[float]:
     """Latency of rounds 0..R-1 (each round has its own device order) for fixed cuts and bandwidths."""
     return [float(round_latency(problem, splits, bandwidth, seed, r)) for r in range(int(rounds))]

@@ -4,14 +4,18 @@ feasible before training)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from hetsfl.errors import ConfigError, InfeasibleError
 from hetsfl.optim.problem import Problem
 from hetsfl.system.latency import latency, latency_terms
 
 
-def infeasible_solution(problem: Problem, method: str, reason: str, devices=(), solve_time: float = 0.0) -> dict:
+def infeasible_solution(problem: Problem, method: str, reason: str, devices: Iterable[str] = (),
+                        solve_time: float = 0.0) -> dict:
     """The solution document of a method that cannot run on ``problem`` (schemas/solution.schema.json)."""
     return {
         "method": method,
@@ -60,8 +64,8 @@ def check_finite(problem: Problem, method: str, columns: dict[str, np.ndarray]) 
             )
 
 
-def build_solution(problem: Problem, method: str, splits, bandwidth, iterations, solve_time: float,
-                   sequential: bool = False) -> dict:
+def build_solution(problem: Problem, method: str, splits: ArrayLike, bandwidth: ArrayLike,
+                   iterations: list[dict], solve_time: float, sequential: bool = False) -> dict:
     """Evaluate a split/bandwidth assignment with the latency model and package it as a solution.
 
     Per device: compute_s (device and server work, per-batch costs included), uplink_s, downlink_s and, when the

@@ -11,6 +11,7 @@ import functools
 import json
 import math
 import operator
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def _validator(name: str) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(load_json_schema(name))
 
 
-def _non_finite(doc, path=()):
+def _non_finite(doc: object, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
     """Paths of NaN or infinite numbers (JSON Schema bounds do not reject them)."""
     if isinstance(doc, float) and not math.isfinite(doc):
         yield path

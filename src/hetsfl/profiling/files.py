@@ -27,7 +27,7 @@ def _check_profile(data: object, path: Path) -> dict:
     return data
 
 
-def read_profile(json_path) -> dict:
+def read_profile(json_path: str | Path) -> dict:
     """Read a profile JSON written by write_profile; DataError if it is missing or corrupt."""
     path = Path(json_path)
     try:

@@ -224,7 +224,7 @@ def _csv_text(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def write_profile(rows: list[dict], json_path, csv_path, meta: dict) -> None:
+def write_profile(rows: list[dict], json_path: str | Path, csv_path: str | Path, meta: dict) -> None:
     """Write {"meta": meta, "units": rows} as JSON and the rows as CSV, each atomically."""
     write_json(Path(json_path), {"meta": meta, "units": rows}, indent=2)
     _atomic_write(Path(csv_path), _csv_text(rows))

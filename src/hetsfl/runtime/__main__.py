@@ -58,7 +58,7 @@ def _write_error(run_dir: str, rank: int | None, exc: BaseException) -> None:
         pass
 
 
-def _rank(args) -> int:
+def _rank(args: argparse.Namespace) -> int:
     from hetsfl.runtime.rank import run_rank
     from hetsfl.runtime.rendezvous import resolve_rendezvous
 
@@ -87,7 +87,7 @@ def _rank(args) -> int:
         os._exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
 
 
-def _launch(args) -> int:
+def _launch(args: argparse.Namespace) -> int:
     from hetsfl.runtime.launch import launch_local
 
     try:

@@ -104,7 +104,8 @@ class Link:
     def _fail(self, what: str, exc: BaseException, timeout_s: float) -> CommError:
         return comm_error(self.me, f"{what} with {self.peer}", exc, timeout_s)
 
-    def _wait(self, work, what: str, timeout_s: float | None) -> None:
+    def _wait(self, work: dist.Work | None, what: str, timeout_s: float | None) -> None:
+        assert work is not None  # isend/irecv give None only to a rank outside the group: never here
         t = self.timeout_s if timeout_s is None else float(timeout_s)
         try:
             work.wait(timeout=_timeout(t))

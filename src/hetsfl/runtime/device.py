@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -50,7 +51,8 @@ class _Stats:
 class DeviceRunner:
     """Device n (rank n + 1) of a run."""
 
-    def __init__(self, run: Run, n: int, link: Link, plan: Plan, x: torch.Tensor, y: torch.Tensor, parts):
+    def __init__(self, run: Run, n: int, link: Link, plan: Plan, x: torch.Tensor, y: torch.Tensor,
+                 parts: Sequence[np.ndarray]):
         self.run_ = run
         self.spec = run.spec
         self.n = n
@@ -123,7 +125,9 @@ class DeviceRunner:
         self.link.send(Kind.REPORT_UP, pack(REPORT_LAYOUT, stats.tensors()), r)
         return nxt
 
-    def _split_iterations(self, r: int, idx: torch.Tensor, opt, stats: _Stats) -> None:
+    def _split_iterations(
+        self, r: int, idx: torch.Tensor, opt: torch.optim.SGD | None, stats: _Stats
+    ) -> None:
         n, link, plan = self.n, self.link, self.plan
         smashed_layout, grad_layout = plan.smashed_layout(n), plan.grad_layout(n)
         needs_grad = plan.needs_grad(n)

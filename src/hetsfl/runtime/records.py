@@ -114,7 +114,7 @@ OUTPUT_NAMES = (
 )  # summary first: it marks a complete run
 
 
-def write_torch(obj, path: Path) -> None:
+def write_torch(obj: object, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     write_bytes(path, buf.getvalue())
@@ -125,7 +125,7 @@ def write_csv(rows: list[dict], columns: list[str], path: Path) -> None:
     write_bytes(path, df.to_csv(index=False, lineterminator="\n").encode())
 
 
-def write_json(obj, path: Path) -> None:
+def write_json(obj: object, path: Path) -> None:
     io_write_json(path, obj, indent=2, sort_keys=True, allow_nan=True)
 
 

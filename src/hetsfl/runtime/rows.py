@@ -14,7 +14,8 @@ __all__ = ["device_rows", "metrics_row", "round_row", "summary"]
 
 
 def metrics_row(
-    spec: TrainSpec, model_bits: list[float], prev: dict | None, r: int, train_loss: float, test_acc, test_loss
+    spec: TrainSpec, model_bits: list[float], prev: dict | None, r: int, train_loss: float, test_acc: float,
+    test_loss: float
 ) -> dict:
     """Round r's row of metrics.csv (the engine's columns); ``prev`` is the row before (None at round 1)."""
     if prev is None:

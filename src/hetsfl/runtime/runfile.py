@@ -16,6 +16,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from hetsfl.io import write_bytes, write_json
 from hetsfl.runtime.errors import RunConfigError
 from hetsfl.train import METHODS, TrainSpec
 from hetsfl.train.checkpoint import partitions_sha256
+
+if TYPE_CHECKING:
+    from hetsfl.data.formats import ImageDataset
 
 __all__ = [
     "DATA_NAME",
@@ -101,7 +105,7 @@ def log_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "logs"
 
 
-def data_fingerprint(train, test, parts: Sequence[np.ndarray]) -> str:
+def data_fingerprint(train: ImageDataset, test: ImageDataset, parts: Sequence[np.ndarray]) -> str:
     """sha256 over the partitions, the labels and the shapes (what a resumed run must not change)."""
     h = partitions_sha256(parts)
     for ds in (train, test):
@@ -142,8 +146,8 @@ def check_spec(spec: TrainSpec, num_devices: int) -> None:
 def write_run(
     run_dir: str | os.PathLike,
     spec: TrainSpec,
-    train,
-    test,
+    train: ImageDataset,
+    test: ImageDataset,
     parts: Sequence[np.ndarray],
     options: RunOptions | None = None,
 ) -> Run:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # Dataset shapes and class counts live in hetsfl.data.registry (no torch); re-exported here.
 from hetsfl.data.registry import DATASET_CLASSES, DATASET_SHAPES
@@ -57,7 +57,7 @@ def read_document(path: str | Path, kind: str) -> dict:
     return doc
 
 
-def _non_finite(doc, where=()):
+def _non_finite(doc: object, where: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
     """Paths of NaN or infinite numbers (Python's JSON reader accepts them; JSON Schema bounds do not catch them)."""
     if isinstance(doc, float) and not math.isfinite(doc):
         yield where
@@ -69,7 +69,7 @@ def _non_finite(doc, where=()):
             yield from _non_finite(value, (*where, i))
 
 
-def run_stage(stage: Callable[..., object], **kwargs) -> None:
+def run_stage(stage: Callable[..., object], **kwargs: Any) -> None:
     """For workflow/scripts: run ``stage``; a HetsflError ends the job with exit status 1 and its message in
     the rule's log (Snakemake shows it), without a Python traceback."""
     try:

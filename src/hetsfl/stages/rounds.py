@@ -18,13 +18,15 @@ from hetsfl.io import write_table
 if TYPE_CHECKING:
     import pandas as pd
 
+    from hetsfl.optim.problem import Problem
+
 log = logging.getLogger("hetsfl.stages.rounds")
 
 COLUMNS = ["scenario", "method", "policy", "round", "round_latency_s", "sim_time_s", "solve_time_s"]
 
 
-def rounds_table(problem, methods: Sequence[str], policies: Sequence[str], rounds: int, train_seed: int = 0,
-                 max_iters: int = 100) -> pd.DataFrame:
+def rounds_table(problem: Problem, methods: Sequence[str], policies: Sequence[str], rounds: int,
+                 train_seed: int = 0, max_iters: int = 100) -> pd.DataFrame:
     """The table of ``simulate_rounds`` for every method and policy on ``problem`` (an optim.Problem)."""
     import pandas as pd
     from tqdm import tqdm

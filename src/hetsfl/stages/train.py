@@ -11,10 +11,14 @@ from typing import TYPE_CHECKING
 
 from hetsfl.errors import ConfigError
 from hetsfl.io import provenance, write_json
-from hetsfl.stages.common import read_document, train_method
+from hetsfl.stages.common import TrainMethod, read_document, train_method
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+
+    from hetsfl.data.formats import ImageDataset
+    from hetsfl.train import TrainSpec
 
 
 def stage_train(
@@ -68,7 +72,8 @@ def stage_train(
 
 
 # ---- the steps of stage_train, in order ------------------------------------------------------------------
-def _read_checked(method: str, model: str, problem_path: str | Path, solution_path: str | Path):
+def _read_checked(method: str, model: str, problem_path: str | Path, solution_path: str | Path
+                  ) -> tuple[TrainMethod, dict, dict]:
     """The method's registry entry and the problem and solution documents, validated, the solution feasible
     and agreeing with the method, the model and the problem."""
     expected = train_method(method)
@@ -82,7 +87,7 @@ def _read_checked(method: str, model: str, problem_path: str | Path, solution_pa
 
 
 def _load_data(dataset: str, data_dir: str | Path, allow_download: bool, seed: int, train_subset: int | None,
-               test_subset: int | None):
+               test_subset: int | None) -> tuple[ImageDataset, ImageDataset]:
     """The training and test sets, each cut to its seeded subset if one is configured."""
     from hetsfl.data.datasets import load_dataset
 
@@ -92,8 +97,8 @@ def _load_data(dataset: str, data_dir: str | Path, allow_download: bool, seed: i
     return train, test
 
 
-def _partition(train, num_devices: int, problem_path: str | Path, scheme: str, seed: int, alpha: float,
-               shards_per_device: int, min_size: int) -> list:
+def _partition(train: ImageDataset, num_devices: int, problem_path: str | Path, scheme: str, seed: int,
+               alpha: float, shards_per_device: int, min_size: int) -> list[np.ndarray]:
     """The training set's indices per device; ConfigError naming the scheme if it cannot be partitioned."""
     from hetsfl.data.partition import make_partition
 
@@ -107,7 +112,7 @@ def _partition(train, num_devices: int, problem_path: str | Path, scheme: str, s
 
 def _train_spec(engine_method: str, model: str, problem: dict, solution: dict, *, rounds: int, lr: float,
                 momentum: float, weight_decay: float, seed: int, device: str, checkpoint_every: int,
-                eval_batch_size: int, round_latencies_s: list[float] | None):
+                eval_batch_size: int, round_latencies_s: list[float] | None) -> TrainSpec:
     """The TrainSpec: splits, latency and bits from the solution, iterations and batches from the problem."""
     from hetsfl.train import TrainSpec
 
@@ -133,7 +138,9 @@ def _train_spec(engine_method: str, model: str, problem: dict, solution: dict, *
     )
 
 
-def _validate(spec, num_parts: int, num_layers: int, method: str, solution_path: str | Path) -> None:
+def _validate(
+    spec: TrainSpec, num_parts: int, num_layers: int, method: str, solution_path: str | Path
+) -> None:
     """ConfigError naming the method and solution if the spec cannot be trained (train.validate_spec)."""
     from hetsfl.train import validate_spec
 
@@ -143,7 +150,8 @@ def _validate(spec, num_parts: int, num_layers: int, method: str, solution_path:
         raise ConfigError(f"{method} with the solution {solution_path} cannot be trained: {exc}") from exc
 
 
-def _run(spec, train, test, parts: list, out_dir: Path, progress: bool) -> pd.DataFrame:
+def _run(spec: TrainSpec, train: ImageDataset, test: ImageDataset, parts: list[np.ndarray], out_dir: Path,
+         progress: bool) -> pd.DataFrame:
     """All checks passed: write the partition summary (the first output), train, then the provenance."""
     from hetsfl.data.partition import partition_summary
     from hetsfl.train import run_training
@@ -178,7 +186,8 @@ def round_latencies(problem_path: str | Path, problem: dict, solution: dict, fad
     return None
 
 
-def _check_agreement(method, solution_method, model, problem, solution, problem_path, solution_path) -> None:
+def _check_agreement(method: str, solution_method: str, model: str, problem: dict, solution: dict,
+                     problem_path: str | Path, solution_path: str | Path) -> None:
     """The solution is ``solution_method``'s, for this problem's scenario, and both are for ``model``."""
     if solution["method"] != solution_method:
         raise ConfigError(
@@ -205,7 +214,7 @@ def _check_agreement(method, solution_method, model, problem, solution, problem_
         )
 
 
-def _subset(ds, size: int | None, seed: int, key: str, what: str):
+def _subset(ds: ImageDataset, size: int | None, seed: int, key: str, what: str) -> ImageDataset:
     """A seeded subset of ``size`` samples; a size above the data set's is refused (train.<key>)."""
     if size is None:
         return ds

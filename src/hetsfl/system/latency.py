@@ -19,7 +19,8 @@ from numpy.typing import ArrayLike
 from hetsfl.system.channel import LN2
 
 
-def cumulative_profile(fwd_flops, bwd_flops, out_bits, param_bits) -> dict[str, np.ndarray]:
+def cumulative_profile(fwd_flops: ArrayLike, bwd_flops: ArrayLike, out_bits: ArrayLike, param_bits: ArrayLike
+                       ) -> dict[str, np.ndarray]:
     """Per-cut quantities for cuts s = 0..L (index s): device/server FLOPs, smashed bits, client model bits,
     and the activation bits kept on the device for the backward pass."""
     f = np.asarray(fwd_flops, dtype=float) + np.asarray(bwd_flops, dtype=float)
@@ -35,7 +36,8 @@ def cumulative_profile(fwd_flops, bwd_flops, out_bits, param_bits) -> dict[str, 
     }
 
 
-def compute_time(k_iters, batch, dev_flops, srv_flops, dev_speed, srv_speed) -> np.ndarray:
+def compute_time(k_iters: np.ndarray, batch: np.ndarray, dev_flops: np.ndarray, srv_flops: np.ndarray,
+                 dev_speed: np.ndarray, srv_speed: np.ndarray) -> np.ndarray:
     """A = K D (F_dev / c_n + F_srv / c_S,n). Broadcasts: per-device arrays as (N, 1), per-split as (S,)."""
     return k_iters * batch * (dev_flops / dev_speed + srv_flops / srv_speed)
 
@@ -48,7 +50,7 @@ class FixedCosts(NamedTuple):
     server_flops: np.ndarray  # K_n x server_batch_flops for s < L (0 for FL): server FLOPs per round
 
 
-def messages_per_round(k_iters, num_layers: int) -> np.ndarray:
+def messages_per_round(k_iters: ArrayLike, num_layers: int) -> np.ndarray:
     """m[n, s-1] for cuts s = 1..L: 2 K_n + 2 for a split round (s < L: smashed data up and the cut gradient
     down in every local iteration, the client model up and the aggregate down), 2 for FL (s = L)."""
     k = np.asarray(k_iters, dtype=float).reshape(-1, 1)
@@ -57,8 +59,8 @@ def messages_per_round(k_iters, num_layers: int) -> np.ndarray:
     return m
 
 
-def fixed_costs(k_iters, num_layers: int, dev_speed, per_message_s: float = 0.0, device_batch_flops: float = 0.0,
-                server_batch_flops: float = 0.0) -> FixedCosts:
+def fixed_costs(k_iters: ArrayLike, num_layers: int, dev_speed: ArrayLike, per_message_s: float = 0.0,
+                device_batch_flops: float = 0.0, server_batch_flops: float = 0.0) -> FixedCosts:
     """The optional fixed costs of a round: per device n and cut s = 1..L, the device seconds
     K_n device_batch_flops / c_n, the message seconds m_n(s) per_message_s and the server FLOPs
     K_n server_batch_flops (s < L only). All zero with the default arguments; they add to A_n(s) as
@@ -73,7 +75,8 @@ def fixed_costs(k_iters, num_layers: int, dev_speed, per_message_s: float = 0.0,
                       server_flops=server)
 
 
-def transfer_bits(k_iters, batch, smashed_bits, model_bits) -> np.ndarray:
+def transfer_bits(k_iters: np.ndarray, batch: np.ndarray, smashed_bits: np.ndarray, model_bits: np.ndarray
+                  ) -> np.ndarray:
     """U = V = K D a(s) + W(s): smashed data (or gradients) plus the client-side model, per direction."""
     return k_iters * batch * smashed_bits + model_bits
 
@@ -98,7 +101,8 @@ def latency(A: ArrayLike, U: ArrayLike, b: ArrayLike, xu: ArrayLike, xd: ArrayLi
         return A + np.where(U > 0, U * seconds_per_bit(b, xu, xd), 0.0)
 
 
-def latency_terms(A, U, b, xu, xd, message_s=None) -> dict[str, np.ndarray]:
+def latency_terms(A: np.ndarray, U: ArrayLike, b: ArrayLike, xu: np.ndarray, xd: np.ndarray,
+                  message_s: ArrayLike | None = None) -> dict[str, np.ndarray]:
     """Per-device breakdown: compute, uplink and downlink seconds and their sum; with ``message_s`` (the
     per-message latency, see ``fixed_costs``) also that term, added to the sum and not part of ``A``."""
     b = np.asarray(b, dtype=float)

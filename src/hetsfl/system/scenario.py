@@ -7,6 +7,7 @@ keeps the draws of the others: device n has the same distance in every point of 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -21,7 +22,7 @@ def stream(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, key]))
 
 
-def _uniform(rng: np.random.Generator, bounds, n: int) -> np.ndarray:
+def _uniform(rng: np.random.Generator, bounds: Sequence[float], n: int) -> np.ndarray:
     lo, hi = float(bounds[0]), float(bounds[1])
     return lo + (hi - lo) * rng.random(n)
 

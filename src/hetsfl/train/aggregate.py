@@ -56,7 +56,9 @@ def fedavg_unit_weights(sizes: Sequence[int], num_units: int) -> np.ndarray:
     return np.tile(data_weights(sizes), (int(num_units), 1))
 
 
-def _device_held(splits, sizes, num_units) -> tuple[np.ndarray, np.ndarray]:
+def _device_held(
+    splits: Sequence[int], sizes: Sequence[int], num_units: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Data weights (N,) and held[j, n] = (s_n >= j + 1): device n holds unit j + 1 itself."""
     s = _check_splits(splits, num_units, allow_full=True)
     w = data_weights(sizes)
