@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +33,9 @@ from hetsfl.runtime.rank import rank_error_path, rank_log_path
 from hetsfl.runtime.rendezvous import free_port
 from hetsfl.runtime.runfile import RunOptions, log_dir, read_run, write_run
 from hetsfl.train import TrainSpec
+
+if TYPE_CHECKING:
+    from hetsfl.data.datasets import ImageDataset
 
 __all__ = ["LaunchResult", "PerRank", "launch_local", "rank_command", "run_distributed"]
 
@@ -52,7 +56,7 @@ class LaunchResult:
     outputs: list[Path]
 
 
-def _per_rank(value: PerRank, rank: int):
+def _per_rank(value: PerRank, rank: int) -> Any:
     if value is None:
         return None
     if callable(value):
@@ -213,7 +217,7 @@ def _rank_argv(run_dir: Path, rank: int, world: int, child_env: Mapping[str, str
                               python)
 
 
-def _start_rank(rank: int, cmd: list[str], child_env: dict[str, str], run_dir: Path, out) -> subprocess.Popen:
+def _start_rank(rank: int, cmd: list[str], child_env: dict[str, str], run_dir: Path, out: IO) -> subprocess.Popen:
     """Start one rank in its own session, output to ``out``; LaunchError if it cannot start."""
     try:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -231,7 +235,7 @@ def _collect_failures(procs: dict[int, subprocess.Popen], failed: list[tuple[int
             failed.append((rank, code))
 
 
-def _supervise(procs: dict[int, subprocess.Popen], bar, run_dir: Path, t0: float, timeout_s: float | None,
+def _supervise(procs: dict[int, subprocess.Popen], bar: Any, run_dir: Path, t0: float, timeout_s: float | None,
                poll_s: float) -> list[tuple[int, int]]:
     """Poll the ranks (and show progress) until one fails or all finish; return the failures (rank, code).
 
@@ -290,7 +294,7 @@ def _failure(procs: dict[int, subprocess.Popen], failed: list[tuple[int, int]], 
 def _first_cause(failed: list[tuple[int, int]], errors: Mapping[int, dict]) -> tuple[int, int]:
     """The (rank, code) that caused the failure: killed by a signal, else own error, else earliest."""
 
-    def cause_first(item):
+    def cause_first(item: tuple[int, tuple[int, int]]) -> tuple:
         order, (rank, code) = item
         err = errors[rank]
         return (code >= 0, bool(err.get("secondary", False)), err.get("time", float("inf")), order)
@@ -317,7 +321,7 @@ def _failure_message(procs: dict[int, subprocess.Popen], errors: Mapping[int, di
     )
 
 
-def _update_bar(bar, path: Path, shown: int) -> int:
+def _update_bar(bar: Any, path: Path, shown: int) -> int:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -331,12 +335,12 @@ def _update_bar(bar, path: Path, shown: int) -> int:
 
 def run_distributed(
     spec: TrainSpec,
-    train,
-    test,
+    train: ImageDataset,
+    test: ImageDataset,
     parts: Sequence[np.ndarray],
     out_dir: str | os.PathLike,
     options: RunOptions | None = None,
-    **launch_kwargs,
+    **launch_kwargs: Any,
 ) -> pd.DataFrame:
     """Like hetsfl.train.run_training, but as 1 + N processes (write_run, then launch_local).
 

@@ -18,6 +18,7 @@ import copy
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -57,6 +58,8 @@ from hetsfl.train.aggregate import UnitAverager, fedavg_unit_weights, sfl_v1_uni
 from hetsfl.train.methods import make_sgd
 from hetsfl.train.schedule import round_torch_seed
 
+StepOut = tuple[torch.Tensor, torch.Tensor | None]  # a server step's loss and cut gradient (None: no backward)
+
 __all__ = ["ServerRunner", "server_step"]
 
 logger = logging.getLogger("hetsfl.runtime")
@@ -65,8 +68,8 @@ logger = logging.getLogger("hetsfl.runtime")
 class ServerRunner:
     """Rank 0 of a run."""
 
-    def __init__(self, run: Run, me: PeerInfo, links: list[Link], plan: Plan, x_test, y_test, sizes: list[int],
-                 progress: bool = True):
+    def __init__(self, run: Run, me: PeerInfo, links: list[Link], plan: Plan, x_test: torch.Tensor,
+                 y_test: torch.Tensor, sizes: list[int], progress: bool = True) -> None:
         self.run_ = run
         self.spec = run.spec
         self.me = me
@@ -144,7 +147,7 @@ class ServerRunner:
         write_torch(content, self.out / CHECKPOINT_NAME)
 
     # ---------------------------------------------------------------------------------------- serving
-    def _parallel(self, serve) -> list[DeviceRecord]:
+    def _parallel(self, serve: Callable[[int], DeviceRecord]) -> list[DeviceRecord]:
         assert self.pool is not None  # every method but sl serves devices in parallel
         return run_parallel(self.pool, serve, self.N)
 
@@ -173,7 +176,7 @@ class ServerRunner:
             server.train()
             opts.append(make_sgd(server, **self.opt_args))
 
-        def step(n, x, y, rec):
+        def step(n: int, x: torch.Tensor, y: torch.Tensor, rec: DeviceRecord) -> StepOut:
             t = time.perf_counter()
             with server_pace(n):
                 out = server_step(self.copies[n], opts[n], x, y, self.plan.needs_grad(n))
@@ -200,7 +203,7 @@ class ServerRunner:
         opt_s = make_sgd(self.server_model, **self.opt_args)
         loss_sum = torch.zeros((), dtype=torch.float32)
 
-        def compute(n, x, y, rec):  # main thread, in the engine's device order
+        def compute(n: int, x: torch.Tensor, y: torch.Tensor, rec: DeviceRecord) -> StepOut:  # main thread, in the engine's device order
             nonlocal loss_sum
             t = time.perf_counter()
             loss, grad = server_step(self.server_parts[self.spec.splits[n]], opt_s, x, y, self.plan.needs_grad(n))
@@ -224,7 +227,7 @@ class ServerRunner:
     def _round_sl(self, r: int) -> tuple[list[DeviceRecord], torch.Tensor]:
         self.model.train()
 
-        def step(n, x, y, rec):
+        def step(n: int, x: torch.Tensor, y: torch.Tensor, rec: DeviceRecord) -> StepOut:
             t = time.perf_counter()
             with server_pace(n):
                 out = server_step(self.sl_server, self.opt_s, x, y, self.plan.needs_grad(n))
@@ -288,7 +291,8 @@ class ServerRunner:
             return
         self._write_outputs()
 
-    def _add_rows(self, r: int, records: list[DeviceRecord], train_loss: float, test_acc, test_loss) -> None:
+    def _add_rows(self, r: int, records: list[DeviceRecord], train_loss: float, test_acc: float,
+                  test_loss: float) -> None:
         prev = self.metrics[-1] if self.metrics else None
         self.metrics.append(rows.metrics_row(self.spec, self.bits, prev, r, train_loss, test_acc, test_loss))
         hosts = [link.peer.host for link in self.links]

@@ -171,7 +171,7 @@ def serve_in_device_order(
     each local iteration (train.schedule.device_order). The records in device order."""
     inbox: list[queue.Queue] = [queue.Queue() for _ in local_iters]
 
-    def step(n, x, y, rec):  # device thread: hand the batch to the main thread, wait for its result
+    def step(n: int, x: torch.Tensor, y: torch.Tensor, rec: DeviceRecord) -> tuple[torch.Tensor, torch.Tensor | None]:  # device thread: hand the batch to the main thread, wait for its result
         reply: queue.Queue = queue.Queue(maxsize=1)
         inbox[n].put((x, y, rec, reply))
         try:
@@ -190,7 +190,7 @@ def serve_in_device_order(
     return results(futures)
 
 
-def _next_batch(box: queue.Queue, futures: list[cf.Future]):
+def _next_batch(box: queue.Queue, futures: list[cf.Future]) -> tuple:
     """The next item of ``box``; re-raises a device thread's failure instead of waiting for ever."""
     while True:
         try:

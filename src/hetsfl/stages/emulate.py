@@ -19,7 +19,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,10 @@ import pandas as pd
 from hetsfl.errors import ConfigError
 from hetsfl.io import provenance, write_json
 from hetsfl.stages.common import read_document
+
+if TYPE_CHECKING:
+    from hetsfl.data.datasets import ImageDataset
+    from hetsfl.optim.problem import Problem
 
 __all__ = ["EMULATE_METHODS", "TABLE_COLUMNS", "choose_alpha", "emulation_rows", "predicted_terms", "stage_emulate"]
 
@@ -73,7 +79,7 @@ def emulate_method(method: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- maths
-def predicted_terms(problem, solution: dict, alpha: float, local_iters: int | None = None) -> pd.DataFrame:
+def predicted_terms(problem: Problem, solution: dict, alpha: float, local_iters: int | None = None) -> pd.DataFrame:
     """Per device: the model's terms of ``solution`` on ``problem`` (K replaced by ``local_iters`` if given),
     times ``alpha``, and the emulated link rates r(b_n)/alpha (payload bit/s) and compute rates c/alpha.
 
@@ -128,13 +134,14 @@ def predicted_terms(problem, solution: dict, alpha: float, local_iters: int | No
     return out
 
 
-def choose_alpha(device_flops, server_shares: dict[str, list[float]], host_flops: float, cores: float,
+def choose_alpha(device_flops: Sequence[float] | np.ndarray, server_shares: dict[str, list[float]], host_flops: float, cores: float,
                  headroom: float) -> float:
     """The smallest alpha (rounded up to two significant digits) at which every method's devices and server
     shares fit on ``cores`` x ``headroom`` cores of this host (hetsfl.emulation.smallest_alpha)."""
     from hetsfl.emulation import smallest_alpha
 
-    best = max(smallest_alpha(device_flops, shares, host_flops, cores=cores, headroom=headroom)
+    rates = [float(c) for c in device_flops]
+    best = max(smallest_alpha(rates, shares, host_flops, cores=cores, headroom=headroom)
                for shares in server_shares.values())
     digits = 10 ** (math.floor(math.log10(best)) - 1)
     return math.ceil(best / digits) * digits
@@ -246,7 +253,8 @@ def stage_emulate(
     parts = make_partition(train.y.numpy(), problem.num_devices, partition_scheme, seed, alpha=partition_alpha,
                            shards_per_device=shards_per_device, min_size=min_size)
     torch.manual_seed(seed)
-    net_model = build_model(model, train.num_classes, tuple(train.x.shape[1:]))
+    c, h, w = (int(d) for d in train.x.shape[1:])
+    net_model = build_model(model, train.num_classes, (c, h, w))
     host_flops = calibrate_model(net_model, int(problem.batch.max()))
     cores = float(os.cpu_count() or 1) if cores is None else float(cores)
     shares = {m: (list(problem.server_share(True)[:1]) if solutions[m].get("sequential")
@@ -300,8 +308,10 @@ def _paces(pred: pd.DataFrame, alpha: float, host_flops: float) -> tuple[list[fl
     return dev, srv
 
 
-def _run_method(method, pred, paces, run_dir: Path, train, test, parts, emulated: bool, *, model, seed, rounds,
-                lr, momentum, weight_decay, timeout_s, progress) -> None:
+def _run_method(method: str, pred: pd.DataFrame, paces: tuple[list[float], list[float]] | None, run_dir: Path,
+                train: ImageDataset, test: ImageDataset, parts: list[np.ndarray], emulated: bool, *, model: str,
+                seed: int, rounds: int, lr: float, momentum: float, weight_decay: float, timeout_s: float,
+                progress: bool) -> None:
     """Write the run and launch it, inside an emulated network when ``emulated`` (always torn down)."""
     import json
 
@@ -343,6 +353,7 @@ def _run_method(method, pred, paces, run_dir: Path, train, test, parts, emulated
         with net:
             for n in range(n_dev):
                 net.set_rates(n + 1, float(pred["up_bps"].iloc[n]), float(pred["down_bps"].iloc[n]))
+            assert paces is not None  # emulated runs are paced
             dev_pace, srv_pace = paces
             env = {0: {"GLOO_SOCKET_IFNAME": net.endpoint(0).ifname, SERVER_ENV: json.dumps(srv_pace)}}
             for n in range(n_dev):
@@ -356,7 +367,7 @@ def _run_method(method, pred, paces, run_dir: Path, train, test, parts, emulated
             net.close()
 
 
-def _stats_dict(stats) -> dict:
+def _stats_dict(stats: Any) -> dict:
     import dataclasses
 
     return dataclasses.asdict(stats)

@@ -54,9 +54,12 @@ def optimize_settings(cfg: dict, method: str | None = None) -> dict:
 
 def rounds_settings(cfg: dict) -> dict:
     """Keyword arguments of stages.rounds.stage_rounds, but for the paths: the configured optimisation
-    methods, each under every policy, over the training rounds (SFL-V2 timed for the first training seed)."""
+    methods but SFL-V2's, each under every policy, over the training rounds. SFL-V2's per-round re-solve is a
+    local search over conic bandwidth programs (about 1 s a round at N = 10, minutes on hard channels), too
+    slow for a pipeline table; benchmarks/bench_extensions.py --parts 2 times it (docs/model.md)."""
     t = cfg["train"]
-    return {"methods": list(cfg["optimize"]["methods"]), "policies": ["static", "static_first", "per_round"],
+    methods = [m for m in cfg["optimize"]["methods"] if m not in V2_METHODS]
+    return {"methods": methods, "policies": ["static", "static_first", "per_round"],
             "rounds": t["rounds"], "train_seed": t["seeds"][0], "max_iters": cfg["optimize"]["max_iters"]}
 
 
