@@ -275,7 +275,7 @@ def v2_solution(problem: Problem, method: str, splits: ArrayLike, bandwidth: Arr
     params = np.concatenate([[0.0], np.cumsum(p.param_bits)])
     bits = K * p.batch * out[s] + params[s]
     compute = K * (d["fwd"] + d["bwd"] + d["server"])
-    message = (2 * K + 2) * p.per_message_s
+    message = p.fixed_costs().message_s[np.arange(p.num_devices), s - 1]  # m(s) l, s < L
     with np.errstate(divide="ignore", invalid="ignore"):
         up = K * d["up"] + params[s] * LN2 / (b * np.log1p(p.xu / b))
         down = K * d["down"] + params[s] * LN2 / (b * np.log1p(p.xd / b))

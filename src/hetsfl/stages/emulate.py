@@ -107,7 +107,6 @@ def predicted_terms(problem: Problem, solution: dict, alpha: float, local_iters:
     share = problem.server_share(sequential)
     dev_c = a[rows, splits - 1]
     srv_c = w[rows, splits - 1] / share
-    messages = problem.fixed_costs().message_s[rows, splits - 1]
     per = pd.DataFrame(sol["per_device"])
     out = pd.DataFrame({
         "device": rows,
@@ -118,7 +117,7 @@ def predicted_terms(problem: Problem, solution: dict, alpha: float, local_iters:
         "compute_s": alpha * per["compute_s"].to_numpy(),
         "device_compute_s": alpha * dev_c,
         "server_compute_s": alpha * srv_c,
-        "overhead_s": alpha * messages,
+        "overhead_s": alpha * per["message_s"].to_numpy() if "message_s" in per else 0.0,  # m(s) l
         "uplink_s": alpha * per["uplink_s"].to_numpy(),
         "downlink_s": alpha * per["downlink_s"].to_numpy(),
         "latency_s": alpha * per["latency_s"].to_numpy(),
@@ -134,8 +133,8 @@ def predicted_terms(problem: Problem, solution: dict, alpha: float, local_iters:
     return out
 
 
-def choose_alpha(device_flops: Sequence[float] | np.ndarray, server_shares: dict[str, list[float]], host_flops: float, cores: float,
-                 headroom: float) -> float:
+def choose_alpha(device_flops: Sequence[float] | np.ndarray, server_shares: dict[str, list[float]],
+                 host_flops: float, cores: float, headroom: float) -> float:
     """The smallest alpha (rounded up to two significant digits) at which every method's devices and server
     shares fit on ``cores`` x ``headroom`` cores of this host (hetsfl.emulation.smallest_alpha)."""
     from hetsfl.emulation import smallest_alpha

@@ -41,7 +41,6 @@ def stage_problem(
     block (docs/model.md, Optional fixed costs); None writes no block."""
     if compute_model not in COMPUTE_MODELS:
         raise ConfigError(f"compute_model must be one of {', '.join(COMPUTE_MODELS)}, got {compute_model!r}")
-    block = None if overheads is None else overheads_block(overheads)
     from hetsfl.profiling.files import read_profile
 
     scenario = read_document(scenario_path, "scenario")
@@ -53,8 +52,8 @@ def stage_problem(
                           "rerun the profile stage to regenerate it") from exc
     if compute_model == "measured":
         problem = measured_compute_problem(problem, profile, profile_host_flops(profile, profile_path))
-    if block is not None:
-        problem["overheads"] = block
+    if overheads is not None:
+        problem["overheads"] = overheads_block(overheads)
     validate_document(problem, "problem", f"the problem built from {scenario_path} and {profile_path}")
     write_json(out, problem)
     return problem
