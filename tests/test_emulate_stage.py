@@ -87,6 +87,7 @@ def test_rows_pair_each_measurement_with_its_prediction(inputs):
         "round": 1, "device": range(n), "method": "sfl", "compute_s": 1.0, "device_compute_s": 0.6,
         "server_compute_s": 0.4, "up_s": 2.0, "down_s": 3.0, "round_s": 6.5, "up_bytes": 10.0, "down_bytes": 20.0,
         "wait_s": 0.1, "other_s": 0.5, "up_msgs": 2, "down_msgs": 2, "up_latency_s": 0.01, "down_latency_s": 0.02,
+        "device_cpu_s": 0.03,
     })
     rounds = pd.DataFrame({"round": [1], "method": ["sfl"], "train_s": [7.0], "wall_s": [7.5], "up_bytes": [40.0],
                            "down_bytes": [80.0]})
@@ -96,6 +97,8 @@ def test_rows_pair_each_measurement_with_its_prediction(inputs):
     assert len(dev) == n and not dev["emulated"].any()
     np.testing.assert_allclose(dev["predicted_up_s"], pred["uplink_s"])
     np.testing.assert_allclose(dev["measured_round_s"], 6.5)
+    np.testing.assert_allclose(dev["measured_device_cpu_s"], 0.03)
+    assert dev["measured_server_cpu_s"].isna().all()  # absent from the runtime's rows: NaN, not an error
     rnd = rows[rows["row"] == "round"].iloc[0]
     assert rnd["predicted_round_s"] == pytest.approx(pred.attrs["objective_s"])
     assert rnd["measured_round_s"] == 7.0

@@ -92,3 +92,21 @@ def test_figures_and_the_absent_table(tmp_path):
     assert len(fig2.axes) == 3
     f = R.device_terms_frame(t, "ao")
     assert list(f["device"]) == [0, 1]
+
+
+def test_compute_breakdown_splits_the_ratio_into_cpu_and_lateness():
+    t = _table({"ao": 2.0, "fixed_split": 2.0, "fl": 2.0})
+    dev = t["row"] == "device"
+    # the blocks used 1.5x the predicted CPU time (predicted x q = 0.5 predicted); the rest is lateness
+    t.loc[dev, "measured_device_cpu_s"] = 1.5 * 0.5 * t.loc[dev, "predicted_device_compute_s"]
+    b = R.compute_breakdown(t)
+    assert set(b["side"]) == {"device"}  # no server work predicted in this table
+    assert b["cpu_ratio"].tolist() == pytest.approx([1.5] * 3)
+    assert b["late_ratio"].tolist() == pytest.approx([2.0 / 1.5] * 3)
+    assert (b["cpu_ratio"] * b["late_ratio"]).tolist() == pytest.approx(b["ratio"].tolist())
+
+
+def test_compute_breakdown_of_a_table_without_cpu_columns_is_empty():
+    t = _table({"ao": 1.0, "fixed_split": 1.0, "fl": 1.0}).drop(columns=["measured_device_cpu_s",
+                                                                        "measured_server_cpu_s"])
+    assert R.compute_breakdown(t).empty

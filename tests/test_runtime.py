@@ -56,6 +56,10 @@ def check_measurements(out, spec, n_devices: int) -> None:
     assert len(dev) == spec.rounds * n_devices and len(rnd) == spec.rounds
     assert (dev[["round_s", "device_compute_s", "server_compute_s", "up_s", "down_s", "wait_s"]] >= 0).all().all()
     assert (dev["device_compute_s"] > 0).all()
+    # CPU time of the compute blocks: positive, and (unpaced, one thread) not more than their wall time
+    assert (dev["device_cpu_s"] > 0).all() and (dev["device_cpu_s"] <= dev["device_compute_s"] * 1.05 + 1e-3).all()
+    if spec.method != "fl":
+        assert (dev["server_cpu_s"] > 0).all() and (dev["server_cpu_s"] <= dev["server_compute_s"] * 1.05 + 1e-3).all()
     assert (dev["round_s"] >= dev["server_compute_s"]).all()
     # bytes = the model's counts: 32 bits (K D a(s) + W(s)) each way, uplink also K D int64 labels (no FL)
     plan = Plan.build(spec, 10, (1, 28, 28))

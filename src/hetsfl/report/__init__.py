@@ -16,6 +16,7 @@ Every public name is re-exported here, so notebooks use ``from hetsfl import rep
 """
 
 from hetsfl.report.emulation import (
+    compute_breakdown,
     device_terms_frame,
     emulation_goals,
     load_emulation_table,
@@ -105,6 +106,7 @@ __all__ = [
     "message_overhead",
     "plot_device_terms",
     "plot_round_times",
+    "compute_breakdown",
     "refined_compute",
     "round_frame",
     "term_ratios",

@@ -22,6 +22,7 @@ __all__ = [
     "load_emulation_table",
     "message_overhead",
     "plot_device_terms",
+    "compute_breakdown",
     "plot_round_times",
     "refined_compute",
     "round_frame",
@@ -97,6 +98,34 @@ def term_ratios(table: pd.DataFrame) -> pd.DataFrame:
         out.append({"term": term, "method": "all", "median_ratio": float((m[ok] / p[ok]).median()),
                     "r2": r_squared(p[ok], m[ok]) if ok.sum() > 1 else float("nan")})
     return pd.DataFrame(out)
+
+
+def compute_breakdown(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method and side (device, server): why measured compute differs from predicted, split in two
+    factors whose product is the measured/predicted compute ratio (medians over devices and rounds):
+
+    - ``cpu_ratio``: the CPU time the runtime's compute blocks used (``measured_{side}_cpu_s``) against
+      the CPU time the model predicts at this pace, predicted x q (q = c/(alpha H)): the model's error in
+      host CPU seconds (work the model does not count, or work slowed by the emulation's other processes);
+    - ``late_ratio``: the measured wall time against CPU time / q: > 1 where the host could not run the
+      paced block on time (overload), 1 where pacing held.
+
+    Rows without CPU columns (older tables) or without that side's work are left out."""
+    dev = table[table["row"] == "device"]
+    out = []
+    for side in ("device", "server"):
+        cpu_col, pace_col = f"measured_{side}_cpu_s", f"{side}_pace"
+        if cpu_col not in dev:
+            continue
+        pred, wall, cpu, q = (dev[f"predicted_{side}_compute_s"], dev[f"measured_{side}_compute_s"], dev[cpu_col],
+                              dev[pace_col])
+        ok = (pred > 0) & (cpu > 0) & (q > 0)
+        frame = pd.DataFrame({"method": dev["method"], "cpu_ratio": cpu / (pred * q), "late_ratio": wall * q / cpu,
+                              "ratio": wall / pred})[ok]
+        for method, g in frame.groupby("method", sort=False):
+            out.append({"side": side, "method": method, "cpu_ratio": float(g["cpu_ratio"].median()),
+                        "late_ratio": float(g["late_ratio"].median()), "ratio": float(g["ratio"].median())})
+    return pd.DataFrame(out, columns=["side", "method", "cpu_ratio", "late_ratio", "ratio"])
 
 
 def refined_compute(table: pd.DataFrame, unit_times_s: Sequence[float]) -> pd.DataFrame:

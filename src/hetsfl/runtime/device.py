@@ -44,6 +44,11 @@ class _Stats:
         self.v["down_msgs"] += 1
         self.v["down_latency_s"] += got.latency_s
 
+    def compute(self, t0: float, cpu0: float) -> None:
+        """Add a compute block begun at wall time t0 (perf_counter) and thread CPU time cpu0 (thread_time)."""
+        self.v["device_compute_s"] += time.perf_counter() - t0
+        self.v["device_cpu_s"] += time.thread_time() - cpu0
+
     def tensors(self) -> dict[str, torch.Tensor]:
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in self.v.items()}
 
@@ -109,10 +114,10 @@ class DeviceRunner:
         if self.spec.method == "fl":
             losses = []
             for k in range(idx.shape[0]):
-                t = time.perf_counter()
+                t, cpu = time.perf_counter(), time.thread_time()
                 with device_pace():
                     losses.append(whole_step(self.model, opt, self.x[idx[k]], self.y[idx[k]]))
-                stats.v["device_compute_s"] += time.perf_counter() - t
+                stats.compute(t, cpu)
             up["loss"] = torch.stack(losses)
         else:
             self._split_iterations(r, idx, opt, stats)
@@ -134,12 +139,12 @@ class DeviceRunner:
         for k in range(idx.shape[0]):
             grad_pending = link.post(Kind.GRAD_DOWN, grad_layout.nbytes, r, k) if needs_grad else None
             rows = idx[k]
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             with device_pace():
                 if opt is not None:
                     opt.zero_grad(set_to_none=True)
                 out = self.client(self.x[rows])
-            stats.v["device_compute_s"] += time.perf_counter() - t
+            stats.compute(t, cpu)
             payload = pack(smashed_layout, {"x": out.detach(), "y": self.y[rows]})
             stats.v["send_s"] += link.send(Kind.SMASHED_UP, payload, r, k)
             if grad_pending is None:
@@ -148,10 +153,10 @@ class DeviceRunner:
             stats.v["wait_s"] += got.wait_s
             stats.down(got)
             grad = unpack(grad_layout, got.payload)["x"]
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             with device_pace():
                 out.backward(grad)
                 if opt is not None:
                     opt.step()
                     opt.zero_grad(set_to_none=True)
-            stats.v["device_compute_s"] += time.perf_counter() - t
+            stats.compute(t, cpu)

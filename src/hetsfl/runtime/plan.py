@@ -22,7 +22,8 @@ __all__ = ["MOMENTUM_PREFIX", "REPORT_FIELDS", "REPORT_LAYOUT", "Plan", "check_s
 MOMENTUM_PREFIX = "momentum."
 #: A device's own measurements of one round, sent to the server at the round's end (float64 each).
 REPORT_FIELDS = (
-    "device_compute_s", "down_bytes", "down_s", "down_msgs", "down_latency_s", "wait_s", "send_s", "idle_s"
+    "device_compute_s", "device_cpu_s", "down_bytes", "down_s", "down_msgs", "down_latency_s", "wait_s", "send_s",
+    "idle_s",
 )
 REPORT_LAYOUT = Layout(tuple((f, (), torch.float64) for f in REPORT_FIELDS))
 

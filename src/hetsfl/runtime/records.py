@@ -10,7 +10,9 @@
     to the moment device n's upload of the trained model is complete at the server (SL: device n's turn);
   - ``device_compute_s`` + ``server_compute_s`` = ``compute_s``: A_n (device: forward, backward and SGD
     steps of its units; server: the same for the server-side units of this device, in its thread, so it
-    includes contention with the other devices' server work);
+    includes contention with the other devices' server work); ``device_cpu_s`` / ``server_cpu_s``: the
+    CPU time of the computing thread in those blocks (under emulation's pacing the wall time is about the CPU
+    time / the pace q; more if the host could not keep up);
   - ``up_bytes`` (U_n / 8, payload bytes: smashed data with int64 labels, the model; FL: with K float32
     losses; SL: with momentum buffers) and ``up_s`` (its time on the link, timed at the server from the
     header's arrival to the payload's completion), ``up_msgs`` messages (each also carries a 32-byte header);
@@ -78,6 +80,8 @@ DEVICE_COLUMNS = [
     "compute_s",
     "device_compute_s",
     "server_compute_s",
+    "device_cpu_s",
+    "server_cpu_s",
     "up_bytes",
     "up_s",
     "up_msgs",

@@ -61,6 +61,8 @@ def device_rows(spec: TrainSpec, hosts: list[str], r: int, records: list[DeviceR
             "compute_s": compute,
             "device_compute_s": rep["device_compute_s"],
             "server_compute_s": rec.server_compute_s,
+            "device_cpu_s": rep["device_cpu_s"],
+            "server_cpu_s": rec.server_cpu_s,
             "up_bytes": rec.up_bytes,
             "up_s": rec.up_s,
             "up_msgs": rec.up_msgs,

@@ -177,10 +177,10 @@ class ServerRunner:
             opts.append(make_sgd(server, **self.opt_args))
 
         def step(n: int, x: torch.Tensor, y: torch.Tensor, rec: DeviceRecord) -> StepOut:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             with server_pace(n):
                 out = server_step(self.copies[n], opts[n], x, y, self.plan.needs_grad(n))
-            rec.server_compute_s += time.perf_counter() - t
+            rec.computed(t, cpu)
             return out
 
         payloads = [pack(self.plan.down_layout(n), global_state) for n in range(self.N)]
@@ -205,9 +205,9 @@ class ServerRunner:
 
         def compute(n: int, x: torch.Tensor, y: torch.Tensor, rec: DeviceRecord) -> StepOut:  # main thread, in the engine's device order
             nonlocal loss_sum
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             loss, grad = server_step(self.server_parts[self.spec.splits[n]], opt_s, x, y, self.plan.needs_grad(n))
-            rec.server_compute_s += time.perf_counter() - t
+            rec.computed(t, cpu)
             loss_sum += loss
             return loss, grad
 
@@ -228,10 +228,10 @@ class ServerRunner:
         self.model.train()
 
         def step(n: int, x: torch.Tensor, y: torch.Tensor, rec: DeviceRecord) -> StepOut:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.thread_time()
             with server_pace(n):
                 out = server_step(self.sl_server, self.opt_s, x, y, self.plan.needs_grad(n))
-            rec.server_compute_s += time.perf_counter() - t
+            rec.computed(t, cpu)
             return out
 
         records = []

@@ -71,6 +71,7 @@ class DeviceRecord:
     t_start: float = math.nan
     t_end: float = math.nan
     server_compute_s: float = 0.0
+    server_cpu_s: float = 0.0
     up_bytes: float = 0.0
     up_s: float = 0.0
     up_msgs: int = 0
@@ -78,6 +79,12 @@ class DeviceRecord:
     losses: list[torch.Tensor] = field(default_factory=list)
     upload: dict[str, torch.Tensor] = field(default_factory=dict)
     report: dict[str, float] = field(default_factory=dict)
+
+    def computed(self, t0: float, cpu0: float) -> None:
+        """Add a server compute block for this device begun at wall time t0 (perf_counter) and thread CPU
+        time cpu0 (thread_time), both read in the computing thread."""
+        self.server_compute_s += time.perf_counter() - t0
+        self.server_cpu_s += time.thread_time() - cpu0
 
     def uplink(self, got: Received) -> None:
         self.up_bytes += got.nbytes

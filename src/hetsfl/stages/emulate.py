@@ -67,7 +67,8 @@ TABLE_COLUMNS = [
     "bandwidth_hz", "up_bps", "down_bps", "device_pace", "server_pace",
     *[f"{kind}_{name}" for name, _, _ in TERMS for kind in ("predicted", "measured")],
     "predicted_overhead_s", "measured_wait_s", "measured_other_s", "measured_up_msgs", "measured_down_msgs",
-    "measured_up_latency_s", "measured_down_latency_s", "predicted_objective_s", "measured_train_s",
+    "measured_up_latency_s", "measured_down_latency_s", "measured_device_cpu_s", "measured_server_cpu_s",
+    "predicted_objective_s", "measured_train_s",
     "measured_wall_s",
 ]
 
@@ -167,6 +168,8 @@ def emulation_rows(method: str, pred: pd.DataFrame, devices: pd.DataFrame, round
         row["predicted_overhead_s"] = float(p["overhead_s"])
         for col in ("wait_s", "other_s", "up_msgs", "down_msgs", "up_latency_s", "down_latency_s"):
             row[f"measured_{col}"] = float(m[col])
+        for col in ("device_cpu_s", "server_cpu_s"):  # absent in runs resumed from an older checkpoint
+            row[f"measured_{col}"] = float(m.get(col, math.nan))
         row["predicted_objective_s"] = pred.attrs["objective_s"]
         out.append(row)
     for _, r in rounds.iterrows():
