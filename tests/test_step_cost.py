@@ -17,8 +17,7 @@ from hetsfl.config import validate_config
 from hetsfl.errors import ConfigError
 from hetsfl.models.base import SplittableModel
 from hetsfl.optim.refine import measured_overheads
-from hetsfl.profiling.measure import profile_model
-from hetsfl.profiling.step_cost import batch_costs, measure_batch_costs, time_batch_blocks
+from hetsfl.profiling.step_cost import BlockTimes, batch_costs, measure_batch_costs, time_batch_blocks
 from hetsfl.stages.problem import stage_problem
 from hetsfl.stages.settings import problem_settings
 from hetsfl.train.steps import split_step
@@ -34,39 +33,39 @@ def tiny_model(seed: int = 0) -> SplittableModel:
 
 # ---- the residue: a pure function --------------------------------------------------------------------------
 def test_batch_costs_is_block_time_minus_the_units():
-    rows = [{"time_fwd_s": 1e-4, "time_bwd_s": 2e-4}, {"time_fwd_s": 3e-4, "time_bwd_s": 1e-4},
-            {"time_fwd_s": 1e-4, "time_bwd_s": 1e-4}]  # per sample: t = 3e-4, 4e-4, 2e-4
-    D = 10  # per batch: 3, 4, 2 ms
-    times = {1: {"device": [0.005, 0.004, 0.006], "server": [0.007, 0.0065, 0.0075]},
-             2: {"device": [0.008, 0.009, 0.0085], "server": [0.0025, 0.003, 0.0035]},
-             3: {"device": [0.010, 0.0105, 0.011]}}
-    out = batch_costs(times, rows, D)
     ms = 1e-3
-    dev = [0.005 - 3 * ms, 0.0085 - 7 * ms]  # medians minus D x units 1..s
-    srv = [0.007 - 6 * ms, 0.003 - 2 * ms]  # minus D x units s+1..L
+    units = [[3 * ms, 2.5 * ms, 3.5 * ms], [4 * ms, 4 * ms, 5 * ms], [2 * ms, 1 * ms, 3 * ms]]  # medians 3, 4, 2 ms
+    times = BlockTimes(
+        splits={1: {"device": [0.005, 0.004, 0.006], "server": [0.007, 0.0065, 0.0075]},
+                2: {"device": [0.008, 0.009, 0.0085], "server": [0.0025, 0.003, 0.0035]}},
+        whole=[0.010, 0.0105, 0.011], units=units)
+    out = batch_costs(times)
+    dev = [0.005 - 3 * ms, 0.0085 - 7 * ms]  # medians minus the units 1..s
+    srv = [0.007 - 6 * ms, 0.003 - 2 * ms]  # minus the units s+1..L
     assert [p["split"] for p in out["per_split"]] == [1, 2]
     assert [p["device_s"] for p in out["per_split"]] == pytest.approx(dev)
     assert [p["server_s"] for p in out["per_split"]] == pytest.approx(srv)
     assert out["device_s"] == pytest.approx(sum(dev) / 2) and out["server_s"] == pytest.approx(sum(srv) / 2)
     assert out["device_range_s"] == pytest.approx(sorted(dev)) and out["server_range_s"] == pytest.approx(sorted(srv))
     assert out["fl_s"] == pytest.approx(0.0105 - 9 * ms) and out["fl"]["device_units_s"] == pytest.approx(9 * ms)
+    assert out["unit_cpu_s"] == pytest.approx([3 * ms, 4 * ms, 2 * ms])
     assert out["per_split"][0]["device_cpu_q25_s"] == pytest.approx(0.0045)
-    assert out["batch_size"] == D and out["repeats"] == 3 and "median over splits" in out["method"]
+    assert out["repeats"] == 3 and "median over splits" in out["method"]
     json.dumps(out)  # goes into the profile's meta
 
 
 def test_batch_costs_clips_at_zero_and_checks_the_splits():
-    rows = [{"time_fwd_s": 1e-3, "time_bwd_s": 1e-3}] * 3  # 2 ms per sample: far more than the blocks below
-    times = {1: {"device": [1e-3], "server": [1e-3]}, 2: {"device": [1e-3], "server": [1e-3]}, 3: {"device": [1e-3]}}
-    out = batch_costs(times, rows, 4)
+    splits = {1: {"device": [1e-3], "server": [1e-3]}, 2: {"device": [1e-3], "server": [1e-3]}}
+    times = BlockTimes(splits, whole=[1e-3], units=[[5e-3]] * 3)  # the units alone take longer than the blocks
+    out = batch_costs(times)
     assert out["device_s"] == out["server_s"] == out["fl_s"] == 0.0
     assert all(p["device_s"] < 0 for p in out["per_split"])  # the per-split values are kept as measured
-    with pytest.raises(ValueError, match="splits 1..3"):
-        batch_costs({1: times[1], 3: times[3]}, rows, 4)
+    with pytest.raises(ValueError, match="splits 1..2"):
+        batch_costs(BlockTimes({1: splits[1]}, [1e-3], [[5e-3]] * 3))
 
 
 def test_batch_costs_of_a_single_unit_model_is_fl_only():
-    out = batch_costs({1: {"device": [0.003, 0.004]}}, [{"time_fwd_s": 1e-4, "time_bwd_s": 1e-4}], 5)
+    out = batch_costs(BlockTimes({}, whole=[0.003, 0.004], units=[[0.001]]))
     assert out["per_split"] == [] and out["server_s"] == 0.0
     assert out["device_s"] == out["fl_s"] == pytest.approx(0.0035 - 0.001)
 
@@ -76,8 +75,7 @@ def test_measure_on_a_tiny_model_gives_finite_costs_of_the_right_shape():
     net = tiny_model()
     before = copy.deepcopy(net.state_dict())
     threads = torch.get_num_threads()
-    rows = profile_model(net, batch_size=4, repeats=2, seed=0)
-    out = measure_batch_costs(net, rows, batch_size=4, momentum=0.9, weight_decay=1e-4, seed=0, repeats=3)
+    out = measure_batch_costs(net, batch_size=4, momentum=0.9, weight_decay=1e-4, seed=0, repeats=3)
     assert torch.get_num_threads() == threads  # one thread while timing, restored after
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # times a copy
     assert [p["split"] for p in out["per_split"]] == [1, 2, 3] and out["repeats"] == 3
@@ -109,8 +107,27 @@ def test_time_batch_blocks_times_the_runtime_blocks(monkeypatch):
     assert calls == {"device_forward": 3 * rounds, "server_step": 3 * rounds,
                      "device_backward": 2 * rounds,  # not at s = 1: Flatten has no parameters
                      "whole_step": rounds}
-    assert sorted(times) == [1, 2, 3, 4] and set(times[4]) == {"device"}
-    assert all(len(v) == 2 for t in times.values() for v in t.values())
+    assert sorted(times.splits) == [1, 2, 3] and len(times.whole) == 2 and len(times.units) == 4
+    assert all(len(v) == 2 for t in times.splits.values() for v in t.values())
+    assert all(len(u) == 2 and min(u) > 0 for u in times.units)
+
+
+def test_units_are_timed_as_the_profile_times_them(monkeypatch):
+    """The units' passes go through the profile's own _timed_pass, in thread CPU time."""
+    import time
+
+    import hetsfl.profiling.step_cost as sc
+
+    clocks = []
+
+    def spy(unit, x, grad, clock):
+        clocks.append(clock)
+        return 1e-3, 2e-3
+
+    monkeypatch.setattr(sc, "_timed_pass", spy)
+    times = time_batch_blocks(tiny_model(), batch_size=2, momentum=0.0, weight_decay=0.0, seed=1, repeats=2, warmup=0)
+    assert len(clocks) == 2 * 4 and set(clocks) == {time.thread_time}
+    assert times.units == [[3e-3, 3e-3]] * 4
 
 
 # ---- the blocks are the engine's split step ----------------------------------------------------------------

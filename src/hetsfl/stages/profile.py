@@ -64,7 +64,7 @@ def stage_profile(
                          bits_per_param=bits_per_param, seed=seed, momentum=momentum, weight_decay=weight_decay)
     host = host_flops_per_s(net, batch_size=batch_size, seed=seed)
     log.info("host FLOP/s (CPU time, one thread, forward + backward of %s): %.4g", model, host)
-    costs = measure_batch_costs(net, rows, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+    costs = measure_batch_costs(net, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
                                 seed=seed, repeats=step_repeats or repeats)
     log.info("fixed CPU cost per batch beyond the units (median over splits): device %.3g ms, server %.3g ms "
              "(measured in %.1f s)", 1e3 * costs["device_s"], 1e3 * costs["server_s"], costs["wall_s"])
