@@ -48,6 +48,30 @@ def test_profile_stage_records_host_flops(cnn_profile):
     assert "CPU time" in meta["host_flops_method"] and "1 thread" in meta["host_flops_method"]
 
 
+def test_profile_stage_records_batch_costs(cnn_profile):
+    """meta.batch_costs: the measured fixed CPU cost per batch beyond the units (hetsfl.profiling.step_cost)."""
+    profile = read_profile(cnn_profile)
+    costs, L = profile["meta"]["batch_costs"], len(profile["units"])
+    assert costs["batch_size"] == 4 and costs["repeats"] == 2  # step_repeats: None -> profile.repeats
+    assert [p["split"] for p in costs["per_split"]] == list(range(1, L))
+    for key in ("device_s", "server_s", "fl_s"):
+        assert math.isfinite(costs[key]) and 0 <= costs[key] < 1.0  # seconds per batch of 4 on a CPU
+    assert "thread CPU time" in costs["method"] and costs["wall_s"] > 0
+
+
+def test_measured_overheads_from_a_real_profile(tmp_path, cnn_profile, scenario_path):
+    meta = read_profile(cnn_profile)["meta"]
+    cfg = validate_config({"optimize": {"compute_model": "measured",
+                                        "overheads": {"device_batch_flops": "measured", "server_batch_flops": "measured"}}})
+    doc = stage_problem(scenario_path=scenario_path, profile_path=cnn_profile, out=tmp_path / "m.json",
+                        **problem_settings(cfg))
+    H, costs = meta["host_flops_per_s"], meta["batch_costs"]
+    assert doc["overheads"]["device_batch_flops"] == pytest.approx(H * costs["device_s"])
+    assert doc["overheads"]["server_batch_flops"] == pytest.approx(H * costs["server_s"])
+    assert doc["meta"]["compute_host_flops"] == doc["meta"]["measured_overheads"]["host_flops_per_s"] == H
+    Problem.read(tmp_path / "m.json")  # a valid problem
+
+
 def test_flops_model_is_the_unrefined_problem_byte_for_byte(tmp_path, cnn_profile, scenario_path):
     default, flops = tmp_path / "default.json", tmp_path / "flops.json"
     stage_problem(scenario_path=scenario_path, profile_path=cnn_profile, out=default)

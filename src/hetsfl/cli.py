@@ -39,6 +39,16 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _overhead_value(text: str) -> float | str:
+    """A fixed cost per batch: a number (the problem schema checks it) or "measured"."""
+    if text == "measured":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor 'measured'") from None
+
+
 def _solver_methods() -> list[str]:
     from hetsfl.optim.solvers import SOLVERS
 
@@ -85,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     for key, what in (("per_message_s", "seconds per message"),
                       ("device_batch_flops", "FLOP-equivalents per local iteration on the device"),
                       ("server_batch_flops", "FLOP-equivalents per local iteration on the server for a device")):
-        p.add_argument(f"--{key.replace('_', '-')}", type=float, default=None,
-                       help=f"optional fixed cost (problem overheads.{key}): {what}")
+        measurable = key != "per_message_s"
+        p.add_argument(f"--{key.replace('_', '-')}", type=_overhead_value if measurable else float, default=None,
+                       help=f"optional fixed cost (problem overheads.{key}): {what}"
+                       + (" (or 'measured': from the profile's meta.batch_costs)" if measurable else ""))
 
     p = sub.add_parser("optimize", help="solve a problem file (prints a one-line summary; the file has it all)")
     p.add_argument("--problem", required=True)

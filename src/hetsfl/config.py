@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
@@ -113,6 +114,22 @@ def _short(message: str, limit: int = 160) -> str:
     return message if len(message) <= limit else message[: limit - 5] + " ...'"
 
 
+def _alternatives(schemas: list[dict]) -> str | None:
+    """'a number >= 0 or "measured"' for an anyOf/oneOf of simple schemas; None if one is not simple."""
+    words = []
+    for sub in schemas:
+        if "const" in sub:
+            words.append(json.dumps(sub["const"]))
+        elif sub.get("type") == "null":
+            words.append("null")
+        elif sub.get("type") in ("number", "integer") and set(sub) <= {"type", "minimum"}:
+            words.append(f"a{'n' if sub['type'] == 'integer' else ''} {sub['type']}"
+                         + (f" >= {sub['minimum']}" if "minimum" in sub else ""))
+        else:
+            return None
+    return " or ".join(words)
+
+
 def validate_config(config: object) -> dict:
     """Return a validated copy of ``config`` with defaults filled in; raise ConfigError naming the key.
 
@@ -136,6 +153,8 @@ def validate_config(config: object) -> dict:
             allowed = ""
             if err.validator == "enum":
                 allowed = f" (allowed: {', '.join(map(str, err.validator_value))})"
+            elif err.validator in ("anyOf", "oneOf") and (alternatives := _alternatives(err.validator_value)):
+                allowed = f" (allowed: {alternatives})"
             elif err.validator == "additionalProperties" and isinstance(err.instance, dict):
                 known = sorted(err.schema.get("properties", {}))
                 if known:

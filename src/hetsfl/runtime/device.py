@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from hetsfl.blocks import device_backward, device_forward
 from hetsfl.runtime.comm import Kind, Link, Pending, Received
 from hetsfl.runtime.faults import fault_point
 from hetsfl.runtime.pacing import device_pace
@@ -141,9 +142,7 @@ class DeviceRunner:
             rows = idx[k]
             t, cpu = time.perf_counter(), time.thread_time()
             with device_pace():
-                if opt is not None:
-                    opt.zero_grad(set_to_none=True)
-                out = self.client(self.x[rows])
+                out = device_forward(self.client, opt, self.x[rows])
             stats.compute(t, cpu)
             payload = pack(smashed_layout, {"x": out.detach(), "y": self.y[rows]})
             stats.v["send_s"] += link.send(Kind.SMASHED_UP, payload, r, k)
@@ -155,8 +154,5 @@ class DeviceRunner:
             grad = unpack(grad_layout, got.payload)["x"]
             t, cpu = time.perf_counter(), time.thread_time()
             with device_pace():
-                out.backward(grad)
-                if opt is not None:
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
+                device_backward(out, grad, opt)
             stats.compute(t, cpu)

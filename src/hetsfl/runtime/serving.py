@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from hetsfl.blocks import server_step  # the step the profile stage times
 from hetsfl.runtime.comm import Kind, Link, Pending, Received
 from hetsfl.runtime.errors import CommError
 from hetsfl.runtime.packing import Layout, pack, unpack
@@ -38,22 +38,6 @@ __all__ = [
     "serve_whole",
     "server_step",
 ]
-
-
-def server_step(
-    server: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor, y: torch.Tensor, needs_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The server's half of the engine's split_step: forward, loss, backward, step; (loss, gradient of x)."""
-    if opt is not None:
-        opt.zero_grad(set_to_none=True)
-    if needs_grad:
-        x.requires_grad_()
-    loss = F.cross_entropy(server(x), y)
-    loss.backward()
-    if opt is not None:
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return loss.detach(), (x.grad if needs_grad else None)
 
 
 def load_units(dst: nn.Module, global_state: dict[str, torch.Tensor]) -> None:

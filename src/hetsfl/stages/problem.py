@@ -7,7 +7,7 @@ from pathlib import Path
 from hetsfl.errors import ConfigError
 from hetsfl.io import write_json
 from hetsfl.optim.build import build_problem, overheads_block
-from hetsfl.optim.refine import measured_compute_problem
+from hetsfl.optim.refine import measured_compute_problem, measured_overheads
 from hetsfl.optim.validate import validate_document
 from hetsfl.stages.common import read_document
 
@@ -38,7 +38,9 @@ def stage_problem(
     compute_model "flops": each unit's work is its counted FLOPs; "measured": its effective FLOPs H t from
     the profile's measured times (hetsfl.optim.refine, docs/model.md), recorded as meta.compute_model.
     ``overheads`` (keys of optim.build.OVERHEAD_KEYS): the optional fixed costs, written as the problem's ``overheads``
-    block (docs/model.md, Optional fixed costs); None writes no block."""
+    block (docs/model.md, Optional fixed costs); None writes no block. ``device_batch_flops`` and
+    ``server_batch_flops`` may be "measured": H x the profile's meta.batch_costs (device_s, server_s), recorded
+    as the problem's meta.measured_overheads."""
     if compute_model not in COMPUTE_MODELS:
         raise ConfigError(f"compute_model must be one of {', '.join(COMPUTE_MODELS)}, got {compute_model!r}")
     from hetsfl.profiling.files import read_profile
@@ -53,7 +55,15 @@ def stage_problem(
     if compute_model == "measured":
         problem = measured_compute_problem(problem, profile, profile_host_flops(profile, profile_path))
     if overheads is not None:
-        problem["overheads"] = overheads_block(overheads)
+        meta = profile.get("meta")
+        meta = meta if isinstance(meta, dict) else {}
+        try:
+            values, record = measured_overheads(overheads, meta.get("batch_costs"), meta.get("host_flops_per_s"))
+        except ConfigError as exc:
+            raise ConfigError(f"profile file {profile_path}: {exc}") from None
+        problem["overheads"] = overheads_block(values)
+        if record:
+            problem["meta"]["measured_overheads"] = record
     validate_document(problem, "problem", f"the problem built from {scenario_path} and {profile_path}")
     write_json(out, problem)
     return problem

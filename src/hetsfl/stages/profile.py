@@ -41,14 +41,20 @@ def stage_profile(
     out_csv: str | Path,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
+    step_repeats: int | None = None,
 ) -> list[dict]:
-    """Profile ``model`` on inputs shaped like ``dataset``'s and write the profile (JSON and CSV)."""
+    """Profile ``model`` on inputs shaped like ``dataset``'s and write the profile (JSON and CSV).
+
+    Besides the per-unit rows and the host's FLOP/s, the profile's ``meta.batch_costs`` holds the measured
+    fixed CPU cost per batch beyond the units (hetsfl.profiling.step_cost; ``step_repeats`` repeats, default
+    ``repeats``)."""
     if dataset not in DATASET_SHAPES:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_SHAPES)}")
     import torch
 
     from hetsfl.models import build_model
     from hetsfl.profiling.measure import profile_model, write_profile
+    from hetsfl.profiling.step_cost import measure_batch_costs
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -58,11 +64,15 @@ def stage_profile(
                          bits_per_param=bits_per_param, seed=seed, momentum=momentum, weight_decay=weight_decay)
     host = host_flops_per_s(net, batch_size=batch_size, seed=seed)
     log.info("host FLOP/s (CPU time, one thread, forward + backward of %s): %.4g", model, host)
+    costs = measure_batch_costs(net, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
+                                seed=seed, repeats=step_repeats or repeats)
+    log.info("fixed CPU cost per batch beyond the units (median over splits): device %.3g ms, server %.3g ms "
+             "(measured in %.1f s)", 1e3 * costs["device_s"], 1e3 * costs["server_s"], costs["wall_s"])
     meta = {"model": model, "input_shape": list(shape), "batch_size": batch_size, "repeats": repeats,
             "threads": threads, "torch": torch.__version__, "bits_per_activation": bits_per_activation,
             "bits_per_param": bits_per_param, "optimizer": {"name": "sgd", "momentum": momentum,
                                                             "weight_decay": weight_decay},
-            "host_flops_per_s": host, "host_flops_method": HOST_FLOPS_METHOD,
+            "host_flops_per_s": host, "host_flops_method": HOST_FLOPS_METHOD, "batch_costs": costs,
             "provenance": provenance()}
     write_profile(rows, out_json, out_csv, meta)
     log.info("profile of %s: %d units written to %s", model, len(rows), out_json)

@@ -17,6 +17,7 @@ def profile_settings(cfg: dict) -> dict:
         "batch_size": prof["batch_size"],
         "repeats": prof["repeats"],
         "threads": prof["threads"],
+        "step_repeats": prof["step_repeats"],
         "bits_per_activation": phys["bits_per_activation"],
         "bits_per_param": phys["bits_per_param"],
         "seed": cfg["seed"],

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hetsfl.blocks import make_sgd, whole_step  # the blocks the runtime runs and the profile times
+
 __all__ = ["RoundResult", "copy_state", "evaluate", "make_sgd", "split_step", "whole_step"]
 
 
@@ -24,27 +26,6 @@ class RoundResult:
     @property
     def mean_loss(self) -> float:
         return float(self.loss_sum.item()) / max(self.num_batches, 1)
-
-
-def make_sgd(module: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD | None:
-    """SGD over the module's trainable parameters, or None if it has none."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    if not params:
-        return None
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-
-
-def whole_step(
-    model: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
-    """One SGD iteration of the whole model; returns the detached batch loss."""
-    if opt is not None:
-        opt.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y)
-    loss.backward()
-    if opt is not None:
-        opt.step()
-    return loss.detach()
 
 
 def split_step(
