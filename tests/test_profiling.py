@@ -239,3 +239,21 @@ def test_step_time_is_timed_right_after_each_backward(monkeypatch):
                                steps=[step(0), None])
     assert stats[0]["step"] == 3.0 and stats[1]["step"] == 0.0
     assert calls == [0] * 5  # warm-up and repeats; the unit without parameters has no step
+
+
+def test_one_thread_profiles_time_in_this_threads_cpu_time(monkeypatch, cnn_model):
+    """At one torch thread the unit times are thread CPU time (H's and the pacing's clock), not wall time:
+    a fake thread clock that advances 0.5 s per reading gives 0.5 s per pass, whatever the wall clock does."""
+    from hetsfl.profiling import measure
+
+    assert measure.timing_clock(1)[0] == "thread_cpu" and measure.timing_clock(2)[0] == "wall"
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(measure.time, "thread_time", lambda: 0.5 * next(ticks))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = measure.profile_model(cnn_model, batch_size=4, repeats=2, warmup=0)
+    finally:
+        torch.set_num_threads(previous)
+    assert all(r["time_fwd_s"] == pytest.approx(0.5 / 4) for r in rows)
+    assert all(r["time_bwd_s"] == pytest.approx(0.5 / 4) for r in rows if r["name"] != rows[0]["name"])

@@ -78,13 +78,22 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def _timed_step(step: Callable[[], object] | None) -> float:
-    """Wall seconds of one optimiser step (0 when the unit has no parameters)."""
+def _timed_step(step: Callable[[], object] | None, clock: Callable[[], float] | None = None) -> float:
+    """Seconds (wall, or ``clock``'s) of one optimiser step (0 when the unit has no parameters)."""
     if step is None:
         return 0.0
-    start = time.perf_counter()
+    clock = clock or time.perf_counter
+    start = clock()
     step()
-    return time.perf_counter() - start
+    return clock() - start
+
+
+def timing_clock(threads: int) -> tuple[str, Callable[[], float]]:
+    """The clock the profile times with at ``threads`` torch threads: ("thread_cpu", time.thread_time) at one
+    thread (this thread's CPU time: the clock H is measured in and the emulation paces by, and on a loaded
+    host it does not count other processes' turns as the wall clock does), else ("wall", time.perf_counter)
+    (a thread's CPU time would miss torch's other threads)."""
+    return ("thread_cpu", time.thread_time) if threads == 1 else ("wall", time.perf_counter)
 
 
 def time_units(
@@ -93,6 +102,7 @@ def time_units(
     warmup: int = 2,
     seed: int = 0,
     steps: list[Callable[[], object] | None] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> list[dict[str, float]]:
     """Robust forward/backward times of several units, measured together.
 
@@ -102,6 +112,7 @@ def time_units(
     alike. Per unit: the medians of the forward and backward times, and the spread of the total over the
     repeats (min, quartiles, max), all in seconds for the whole batch. With ``steps`` (one optimiser step
     per unit, or None), also ``step``: the median time of that step, timed right after the unit's backward.
+    ``clock``: what is timed with (default the wall clock, time.perf_counter; see timing_clock).
     """
     rng = random.Random(seed)
     order = list(range(len(cases)))
@@ -112,8 +123,8 @@ def time_units(
         rng.shuffle(order)
         for i in order:
             unit, x, grad = cases[i]
-            f, b = _timed_pass(unit, x, grad)
-            st = _timed_step(steps[i]) if steps is not None else 0.0
+            f, b = _timed_pass(unit, x, grad, clock)
+            st = _timed_step(steps[i], clock) if steps is not None else 0.0
             if round_ >= warmup:
                 fwd[i].append(f)
                 bwd[i].append(b)
@@ -175,7 +186,8 @@ def profile_model(
     ``time_bwd_s`` (medians); ``time_min_s``, ``time_q25_s``, ``time_q75_s``, ``time_max_s`` give the spread
     of the per-repeat total, per sample. ``time_step_s`` is per *batch*, not per sample: the median time of
     one ``torch.optim.SGD(momentum, weight_decay)`` step of the unit's parameters (the training's optimiser;
-    its cost grows with the parameters, not with the batch, and FLOP counts leave it out).
+    its cost grows with the parameters, not with the batch, and FLOP counts leave it out). Times are in the
+    clock ``timing_clock(torch.get_num_threads())`` names: this thread's CPU time at one torch thread, else wall.
     """
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"batch_size and repeats must be >= 1 and warmup >= 0, got {batch_size}, {repeats}, {warmup}")
@@ -189,7 +201,8 @@ def profile_model(
         rows.append(row)
         cases.append((unit, unit_input, grad))
     steps = [_sgd_step(unit, momentum, weight_decay) for unit, _, _ in cases]
-    for row, t in zip(rows, time_units(cases, repeats, warmup, seed, steps), strict=True):
+    clock = timing_clock(torch.get_num_threads())[1]
+    for row, t in zip(rows, time_units(cases, repeats, warmup, seed, steps, clock), strict=True):
         row.update({
             "time_fwd_s": t["fwd"] / batch_size,
             "time_bwd_s": t["bwd"] / batch_size,

@@ -19,8 +19,8 @@ the same rounds and clock, every unit's forward and backward pass alone as the p
 untimed warm-up rounds (as hetsfl.profiling.measure.time_units does), so load on a busy host hits blocks and
 units alike. The residue per batch is a block's median CPU time minus the units' median CPU times
 (``batch_costs``, a pure function). Timing the units here, rather than taking the profile's ``time_fwd_s`` and
-``time_bwd_s``, keeps both sides in one clock: the profile's times are wall times, which on a loaded host
-exceed the CPU time by about as much as the residue itself (docs/model.md).
+``time_bwd_s``, keeps both sides in the same rounds and clock (the profile's times are wall times at more
+than one torch thread, and come from other rounds).
 """
 
 from __future__ import annotations

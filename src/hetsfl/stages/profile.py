@@ -53,7 +53,7 @@ def stage_profile(
     import torch
 
     from hetsfl.models import build_model
-    from hetsfl.profiling.measure import profile_model, write_profile
+    from hetsfl.profiling.measure import profile_model, timing_clock, write_profile
     from hetsfl.profiling.step_cost import measure_batch_costs
 
     torch.set_num_threads(threads)
@@ -72,8 +72,8 @@ def stage_profile(
             "threads": threads, "torch": torch.__version__, "bits_per_activation": bits_per_activation,
             "bits_per_param": bits_per_param, "optimizer": {"name": "sgd", "momentum": momentum,
                                                             "weight_decay": weight_decay},
-            "host_flops_per_s": host, "host_flops_method": HOST_FLOPS_METHOD, "batch_costs": costs,
-            "provenance": provenance()}
+            "time_clock": timing_clock(threads)[0], "host_flops_per_s": host, "host_flops_method": HOST_FLOPS_METHOD,
+            "batch_costs": costs, "provenance": provenance()}
     write_profile(rows, out_json, out_csv, meta)
     log.info("profile of %s: %d units written to %s", model, len(rows), out_json)
     return rows
