@@ -303,17 +303,9 @@ def test_config_rejects_unknown_keys_and_defaults_to_none():
 @pytest.fixture(scope="module")
 def stage_inputs(tmp_path_factory):
     """A scenario of the default config and a small hand-written profile (4 units)."""
-    from hetsfl.config import scenario_spec
-    from hetsfl.io import write_json
-    from hetsfl.system.scenario import generate_scenario
+    from _data import write_problem_inputs
 
-    d = tmp_path_factory.mktemp("overheads")
-    cfg = validate_config({})
-    write_json(d / "scenario.json", generate_scenario(scenario_spec(cfg, "default"), cfg["seed"], "default"))
-    units = [{"name": f"u{j}", "fwd_flops": 1e6 * (j + 1), "bwd_flops": 2e6 * (j + 1), "out_bits": 1e5 / (j + 1),
-              "param_bits": 1e4 * (j + 1)} for j in range(4)]
-    write_json(d / "profile.json", {"units": units, "meta": {"model": "toy"}})
-    return d
+    return write_problem_inputs(tmp_path_factory.mktemp("overheads"), {"profile.json": {"model": "toy"}})
 
 
 def test_problem_stage_writes_the_block(stage_inputs, tmp_path):

@@ -201,19 +201,11 @@ def test_only_the_batch_costs_can_be_measured():
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A default-config scenario and a 4-unit profile with and without meta.batch_costs."""
-    from hetsfl.config import scenario_spec
-    from hetsfl.io import write_json
-    from hetsfl.system.scenario import generate_scenario
+    from _data import write_problem_inputs
 
-    d = tmp_path_factory.mktemp("measured")
-    cfg = validate_config({})
-    write_json(d / "scenario.json", generate_scenario(scenario_spec(cfg, "default"), cfg["seed"], "default"))
-    units = [{"name": f"u{j}", "fwd_flops": 1e6 * (j + 1), "bwd_flops": 2e6 * (j + 1), "out_bits": 1e5 / (j + 1),
-              "param_bits": 1e4 * (j + 1)} for j in range(4)]
-    write_json(d / "with.json", {"units": units, "meta": {"model": "toy", "host_flops_per_s": 5e10,
-                                                          "batch_costs": COSTS}})
-    write_json(d / "without.json", {"units": units, "meta": {"model": "toy", "host_flops_per_s": 5e10}})
-    return d
+    toy = {"model": "toy", "host_flops_per_s": 5e10}
+    return write_problem_inputs(tmp_path_factory.mktemp("measured"),
+                                {"with.json": {**toy, "batch_costs": COSTS}, "without.json": toy})
 
 
 def test_problem_stage_fills_measured_overheads_from_the_profile(inputs, tmp_path):

@@ -13,7 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["device_backward", "device_forward", "make_sgd", "server_step", "whole_step"]
+__all__ = ["device_backward", "device_forward", "has_trainable", "make_sgd", "server_step", "whole_step"]
+
+
+def has_trainable(module: nn.Module) -> bool:
+    """Whether the module has trainable parameters (a device's units 1..s without any get no cut gradient)."""
+    return any(p.requires_grad for p in module.parameters())
 
 
 def make_sgd(module: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD | None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hetsfl.blocks import device_backward, device_forward, make_sgd, server_step, whole_step
+from hetsfl.blocks import device_backward, device_forward, has_trainable, make_sgd, server_step, whole_step
 from hetsfl.models.base import SplittableModel
 from hetsfl.profiling.measure import _quantile, _timed_pass
 
@@ -115,7 +115,7 @@ def _time_blocks(
     for s in range(1, L):
         client, server = work.split(s)
         # the runtime sends a cut gradient back only if units 1..s train (runtime.plan.client_trains)
-        parts[s] = (client, server, any(p.requires_grad for p in client.parameters()))
+        parts[s] = (client, server, has_trainable(client))
     units = _unit_cases(work, x[:batch_size].clone(), gen)
     out = BlockTimes({s: {"device": [], "server": []} for s in parts}, [], [[] for _ in units])
     rng = random.Random(seed)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from hetsfl.blocks import has_trainable
 from hetsfl.models import SplittableModel, build_model
 from hetsfl.runtime.errors import RunConfigError
 from hetsfl.runtime.packing import Layout, activation_shapes, batch_layout, momentum_layout, unit_layout
@@ -38,7 +39,7 @@ def check_splits(spec: TrainSpec, num_units: int) -> None:
 
 def client_trains(model: SplittableModel, split: int) -> bool:
     """Whether units 1..split have trainable parameters (if not, no gradient goes back to the device)."""
-    return any(p.requires_grad for p in model.unit_range(0, split).parameters())
+    return has_trainable(model.unit_range(0, split))
 
 
 @dataclass
