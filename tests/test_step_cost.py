@@ -112,6 +112,54 @@ def test_time_batch_blocks_times_the_runtime_blocks(monkeypatch):
     assert all(len(u) == 2 and min(u) > 0 for u in times.units)
 
 
+def test_with_idle_s_every_block_and_no_unit_starts_after_an_idle_pause(monkeypatch):
+    """As the paced runtime starts every block after waiting: an idle pause right before each block's clock
+    starts, none before the units' passes (they are timed back to back, as the per-unit profile times them)."""
+    import hetsfl.profiling.step_cost as sc
+
+    events: list[str] = []
+
+    def spy(name, fn):
+        def wrapped(*args, **kwargs):
+            events.append(name)
+            return fn(*args, **kwargs)
+        return wrapped
+
+    for name in ("device_forward", "device_backward", "server_step", "whole_step", "_timed_pass"):
+        monkeypatch.setattr(sc, name, spy(name, getattr(sc, name)))
+    pauses: list[float] = []
+    monkeypatch.setattr(sc, "_idle", lambda seconds: (pauses.append(seconds), events.append("idle")))
+    time_batch_blocks(tiny_model(), batch_size=2, momentum=0.0, weight_decay=0.0, seed=1, repeats=2, warmup=1,
+                      idle_s=0.25)
+    blocks = [i for i, e in enumerate(events) if e in ("device_forward", "device_backward", "server_step", "whole_step")]
+    assert len(blocks) == 3 * (3 + 3 + 2 + 1)  # 3 rounds of: forward and server step at s = 1..3, backward at 2, 3, FL
+    assert all(events[i - 1] == "idle" for i in blocks)
+    assert events.count("idle") == len(blocks) and set(pauses) == {0.25}
+    units = [i for i, e in enumerate(events) if e == "_timed_pass"]
+    assert units and all(events[i - 1] != "idle" for i in units)
+
+
+def test_idle_pause_sleeps_only_when_asked(monkeypatch):
+    import hetsfl.profiling.step_cost as sc
+
+    slept: list[float] = []
+    monkeypatch.setattr(sc.time, "sleep", slept.append)
+    sc._idle(0.0)
+    sc._idle(0.5)
+    assert slept == [0.5]
+    for bad in (-0.1, math.nan, math.inf):
+        with pytest.raises(ValueError, match="idle_s must be seconds >= 0"):
+            time_batch_blocks(tiny_model(), batch_size=2, momentum=0.0, weight_decay=0.0, seed=1, repeats=1,
+                              idle_s=bad)
+
+
+def test_measure_records_the_idle_pause():
+    out = measure_batch_costs(tiny_model(), batch_size=2, momentum=0.0, weight_decay=0.0, seed=0, repeats=1,
+                              warmup=0, idle_s=0.001)
+    assert out["idle_s"] == 0.001 and "idle_s" in out["method"]
+    assert out["wall_s"] >= 0.001 * (3 + 3 + 2 + 1)  # every block waited
+
+
 def test_units_are_timed_as_the_profile_times_them(monkeypatch):
     """The units' passes go through the profile's own _timed_pass, in thread CPU time."""
     import time

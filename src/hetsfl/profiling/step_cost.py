@@ -17,8 +17,11 @@ each with fresh ``torch.optim.SGD`` optimisers (hetsfl.blocks.make_sgd), as ever
 the same rounds and clock, every unit's forward and backward pass alone as the per-unit profile times it
 (hetsfl.profiling.measure._timed_pass). Each round runs every case once in a fresh seeded order, after
 untimed warm-up rounds (as hetsfl.profiling.measure.time_units does), so load on a busy host hits blocks and
-units alike. The residue per batch is a block's median CPU time minus the units' median CPU times
-(``batch_costs``, a pure function). Timing the units here, rather than taking the profile's ``time_fwd_s`` and
+units alike. With ``idle_s`` > 0 every timed block starts after sleeping that long, as the emulation's paced
+processes start every block after waiting (for their pace, a message or the model): on this host a block
+started after idling costs 1-6 ms more CPU than back to back (cold caches and CPU after the wait;
+docs/emulation.md); the units are still timed back to back, as the per-unit profile times them. The residue
+per batch is a block's median CPU time minus the units' median CPU times (``batch_costs``, a pure function). Timing the units here, rather than taking the profile's ``time_fwd_s`` and
 ``time_bwd_s``, keeps both sides in the same rounds and clock (the profile's times are wall times at more
 than one torch thread, and come from other rounds).
 """
@@ -26,6 +29,7 @@ than one torch thread, and come from other rounds).
 from __future__ import annotations
 
 import copy
+import math
 import random
 import statistics
 import time
@@ -45,7 +49,8 @@ BATCH_COSTS_METHOD = (
     "per batch, thread CPU time at 1 torch thread: median of the runtime's blocks with fresh SGD (device: "
     "blocks.device_forward + device_backward; server: blocks.server_step; FL: blocks.whole_step) minus the "
     "medians of the same units' forward + backward passes timed alone (as the per-unit profile does), in the "
-    "same interleaved rounds; device_s, server_s: median over splits 1..L-1, clipped at 0"
+    "same interleaved rounds; device_s, server_s: median over splits 1..L-1, clipped at 0; with idle_s > 0 each "
+    "block starts after sleeping idle_s (device: before its forward and before its backward block)"
 )
 
 _LR = 1e-3  # the step's cost does not depend on the learning rate
@@ -73,17 +78,21 @@ def time_batch_blocks(
     seed: int,
     repeats: int,
     warmup: int = 2,
+    idle_s: float = 0.0,
 ) -> BlockTimes:
     """The CPU times of one batch's compute blocks and of the units alone, on a train-mode copy of ``model``
     at one torch thread (restored after): ``repeats`` timed rounds after ``warmup`` untimed ones, each running
     every case once in a fresh seeded order, with fresh optimisers and a fresh batch of random inputs and
-    labels drawn from a pool."""
+    labels drawn from a pool; every block (not the units) after sleeping ``idle_s`` seconds."""
     if batch_size < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"batch_size and repeats must be >= 1 and warmup >= 0, got {batch_size}, {repeats}, {warmup}")
+    if not (math.isfinite(idle_s) and idle_s >= 0):
+        raise ValueError(f"idle_s must be seconds >= 0, got {idle_s!r}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # thread_time sees this thread only
     try:
-        return _time_blocks(copy.deepcopy(model).train(), batch_size, momentum, weight_decay, seed, repeats, warmup)
+        return _time_blocks(copy.deepcopy(model).train(), batch_size, momentum, weight_decay, seed, repeats, warmup,
+                            idle_s)
     finally:
         torch.set_num_threads(threads)
 
@@ -102,8 +111,21 @@ def _unit_cases(
     return cases
 
 
+def _idle(seconds: float) -> None:
+    """Wait as a paced process waits between blocks (nothing when ``seconds`` is 0)."""
+    if seconds > 0:
+        time.sleep(seconds)
+
+
 def _time_blocks(
-    work: SplittableModel, batch_size: int, momentum: float, weight_decay: float, seed: int, repeats: int, warmup: int
+    work: SplittableModel,
+    batch_size: int,
+    momentum: float,
+    weight_decay: float,
+    seed: int,
+    repeats: int,
+    warmup: int,
+    idle_s: float,
 ) -> BlockTimes:
     L = work.num_units
     gen = torch.Generator().manual_seed(seed)
@@ -135,12 +157,13 @@ def _time_blocks(
             rows = torch.randperm(pool, generator=gen)[:batch_size]
             if case == _WHOLE:
                 opt = make_sgd(work, **sgd)
+                _idle(idle_s)
                 t0 = time.thread_time()
                 whole_step(work, opt, x[rows], y[rows])
                 if timed:
                     out.whole.append(time.thread_time() - t0)
             else:
-                device, srv = _split_iteration(*parts[case], sgd, x, y[rows], rows)
+                device, srv = _split_iteration(*parts[case], sgd, x, y[rows], rows, idle_s)
                 if timed:
                     out.splits[case]["device"].append(device)
                     out.splits[case]["server"].append(srv)
@@ -155,20 +178,24 @@ def _split_iteration(
     x: torch.Tensor,
     y: torch.Tensor,
     rows: torch.Tensor,
+    idle_s: float,
 ) -> tuple[float, float]:
     """CPU seconds of one split iteration's device blocks and of its server step, as hetsfl.runtime runs them
-    (the messages between them, not compute, are replaced by copies)."""
+    (the messages between them, not compute, are replaced by copies; each block after idling ``idle_s``)."""
     opt_c, opt_s = make_sgd(client, **sgd), make_sgd(server, **sgd)
+    _idle(idle_s)
     t0 = time.thread_time()
     out = device_forward(client, opt_c, x[rows])
     device = time.thread_time() - t0
     smashed = out.detach().clone()  # the server's own tensor, as unpacked from the message
+    _idle(idle_s)
     t0 = time.thread_time()
     _, grad = server_step(server, opt_s, smashed, y, needs_grad)
     srv = time.thread_time() - t0
     if needs_grad:
         assert grad is not None
         grad = grad.clone()  # the device's own tensor, as unpacked from the message
+        _idle(idle_s)
         t0 = time.thread_time()
         device_backward(out, grad, opt_c)
         device += time.thread_time() - t0
@@ -228,10 +255,11 @@ def measure_batch_costs(
     seed: int,
     repeats: int,
     warmup: int = 2,
+    idle_s: float = 0.0,
 ) -> dict:
-    """``batch_costs`` of ``model`` on this host at ``batch_size``, with ``batch_size`` and ``wall_s`` (how long
-    the measurement took)."""
+    """``batch_costs`` of ``model`` on this host at ``batch_size`` with blocks started after ``idle_s`` seconds
+    of idling, with ``batch_size``, ``idle_s`` and ``wall_s`` (how long the measurement took)."""
     start = time.perf_counter()
     times = time_batch_blocks(model, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay, seed=seed,
-                              repeats=repeats, warmup=warmup)
-    return {"batch_size": batch_size, **batch_costs(times), "wall_s": time.perf_counter() - start}
+                              repeats=repeats, warmup=warmup, idle_s=idle_s)
+    return {"batch_size": batch_size, "idle_s": idle_s, **batch_costs(times), "wall_s": time.perf_counter() - start}

@@ -42,12 +42,13 @@ def stage_profile(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     step_repeats: int | None = None,
+    step_idle_s: float = 0.0,
 ) -> list[dict]:
     """Profile ``model`` on inputs shaped like ``dataset``'s and write the profile (JSON and CSV).
 
     Besides the per-unit rows and the host's FLOP/s, the profile's ``meta.batch_costs`` holds the measured
     fixed CPU cost per batch beyond the units (hetsfl.profiling.step_cost; ``step_repeats`` repeats, default
-    ``repeats``)."""
+    ``repeats``; every block after ``step_idle_s`` seconds of idling)."""
     if dataset not in DATASET_SHAPES:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_SHAPES)}")
     import torch
@@ -65,9 +66,10 @@ def stage_profile(
     host = host_flops_per_s(net, batch_size=batch_size, seed=seed)
     log.info("host FLOP/s (CPU time, one thread, forward + backward of %s): %.4g", model, host)
     costs = measure_batch_costs(net, batch_size=batch_size, momentum=momentum, weight_decay=weight_decay,
-                                seed=seed, repeats=step_repeats or repeats)
-    log.info("fixed CPU cost per batch beyond the units (median over splits): device %.3g ms, server %.3g ms "
-             "(measured in %.1f s)", 1e3 * costs["device_s"], 1e3 * costs["server_s"], costs["wall_s"])
+                                seed=seed, repeats=step_repeats or repeats, idle_s=step_idle_s)
+    log.info("fixed CPU cost per batch beyond the units (median over splits, blocks after %.3g s idle): device "
+             "%.3g ms, server %.3g ms, FL %.3g ms (measured in %.1f s)", step_idle_s, 1e3 * costs["device_s"],
+             1e3 * costs["server_s"], 1e3 * costs["fl_s"], costs["wall_s"])
     meta = {"model": model, "input_shape": list(shape), "batch_size": batch_size, "repeats": repeats,
             "threads": threads, "torch": torch.__version__, "bits_per_activation": bits_per_activation,
             "bits_per_param": bits_per_param, "optimizer": {"name": "sgd", "momentum": momentum,

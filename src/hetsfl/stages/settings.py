@@ -18,6 +18,7 @@ def profile_settings(cfg: dict) -> dict:
         "repeats": prof["repeats"],
         "threads": prof["threads"],
         "step_repeats": prof["step_repeats"],
+        "step_idle_s": float(prof["step_idle_s"]),
         "bits_per_activation": phys["bits_per_activation"],
         "bits_per_param": phys["bits_per_param"],
         "seed": cfg["seed"],
