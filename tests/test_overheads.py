@@ -430,6 +430,14 @@ def test_problem_stage_writes_the_block(stage_inputs, tmp_path):
     for bad in ({"per_message_s": -1.0}, {"latency": 1.0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             stage_problem(**args, out=tmp_path / "bad.json", overheads=bad)
+    # per-cut lists from the config: one value per cut of the 4-unit model, checked at this stage
+    cfg = validate_config({"optimize": {"overheads": {"device_batch_flops": [1e6, 2e6, 3e6, 4e6]}}})
+    doc = stage_problem(**args, out=tmp_path / "list.json", **problem_settings(cfg))
+    assert json.loads((tmp_path / "list.json").read_text())["overheads"]["device_batch_flops"] == [1e6, 2e6, 3e6, 4e6]
+    np.testing.assert_array_equal(Problem.read(tmp_path / "list.json").device_batch_flops, [1e6, 2e6, 3e6, 4e6])
+    with pytest.raises(ConfigError, match="overheads.server_batch_flops is a list of 3 values.*L=4"):
+        stage_problem(**args, out=tmp_path / "bad.json", overheads={"server_batch_flops": [1.0, 2.0, 0.0]})
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_cli_problem_takes_the_overheads(stage_inputs, tmp_path):
