@@ -66,8 +66,12 @@ def test_measured_overheads_from_a_real_profile(tmp_path, cnn_profile, scenario_
     doc = stage_problem(scenario_path=scenario_path, profile_path=cnn_profile, out=tmp_path / "m.json",
                         **problem_settings(cfg))
     H, costs = meta["host_flops_per_s"], meta["batch_costs"]
-    assert doc["overheads"]["device_batch_flops"] == pytest.approx(H * costs["device_s"])
-    assert doc["overheads"]["server_batch_flops"] == pytest.approx(H * costs["server_s"])
+    # per cut s = 1..L: the residue at each split (FL's whole-step residue at s = L; no server step), at least 0
+    device = [max(0.0, p["device_s"]) for p in costs["per_split"]] + [max(0.0, costs["fl"]["device_s"])]
+    server = [max(0.0, p["server_s"]) for p in costs["per_split"]] + [0.0]
+    assert len(device) == len(doc["layers"])
+    assert doc["overheads"]["device_batch_flops"] == pytest.approx([H * x for x in device])
+    assert doc["overheads"]["server_batch_flops"] == pytest.approx([H * x for x in server])
     assert doc["meta"]["compute_host_flops"] == doc["meta"]["measured_overheads"]["host_flops_per_s"] == H
     Problem.read(tmp_path / "m.json")  # a valid problem
 

@@ -1,11 +1,13 @@
 """Optional fixed costs in the latency model (issue 11 §3, docs/model.md "Optional fixed costs"): a latency l per
 message and a compute cost per batch on the device and on the server.
 
-    A_n(s) = K D (F_dev(s)/c_n + F_srv(s)/c_S,n) + K dev_batch/c_n + [s < L] K srv_batch/c_S,n + m(s) l
+    A_n(s) = K D (F_dev(s)/c_n + F_srv(s)/c_S,n) + K dev_batch(s)/c_n + [s < L] K srv_batch(s)/c_S,n + m(s) l
     m(s) = 2 K + 2 (s < L),  m(L) = 2 (FL)
 
-The formula is written out here (``ref_terms``) and every solver is checked against it and against an exhaustive
-enumeration with a bisection bandwidth step (conftest.py), on random instances with random overheads.
+with dev_batch and srv_batch one number for every cut or a list of one per cut s = 1..L. The formula is written
+out here (``ref_terms``) and every solver is checked against it and against an exhaustive enumeration with a
+bisection bandwidth step (conftest.py), on random instances with random overheads (numbers on even seeds,
+per-cut lists on odd ones).
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def test_one_set_of_keys_everywhere():
 
 
 # ---- the formula, written out -------------------------------------------------------------------------------
+def at(value, s: int) -> float:
+    """A fixed cost at cut s: the number, or the list's entry for s."""
+    return value[s - 1] if isinstance(value, list) else value
+
+
 def ref_terms(doc: dict, sequential: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """a[n, s-1] (device seconds incl. messages), w[n, s-1] (server FLOPs), A = a + w / c_S,n and U, by loops."""
     layers, devices, over = doc["layers"], doc["devices"], doc.get("overheads", {})
@@ -58,8 +65,8 @@ def ref_terms(doc: dict, sequential: bool = False) -> tuple[np.ndarray, np.ndarr
             f_dev = sum(u["fwd_flops"] + u["bwd_flops"] for u in layers[:s])
             f_srv = sum(u["fwd_flops"] + u["bwd_flops"] for u in layers[s:])
             messages = 2 * K + 2 if s < L else 2
-            a[i, s - 1] = K * D * f_dev / c + K * dev_batch / c + messages * ell
-            w[i, s - 1] = K * D * f_srv + (K * srv_batch if s < L else 0.0)
+            a[i, s - 1] = K * D * f_dev / c + K * at(dev_batch, s) / c + messages * ell
+            w[i, s - 1] = K * D * f_srv + (K * at(srv_batch, s) if s < L else 0.0)
             A[i, s - 1] = a[i, s - 1] + w[i, s - 1] / share
             wbits = sum(u["param_bits"] for u in layers[:s])
             U[i, s - 1] = wbits if s == L else K * D * layers[s - 1]["out_bits"] + wbits
@@ -84,11 +91,19 @@ def ref_objective(doc: dict, ref, solution: dict) -> float:
     return float(T.sum() if sequential else T.max())
 
 
-def with_overheads(doc: dict, rng: np.random.Generator) -> dict:
-    """Random overheads of a size that moves the optimum: each key present with probability 0.8."""
+def with_overheads(doc: dict, rng: np.random.Generator, per_cut: bool = False) -> dict:
+    """Random overheads of a size that moves the optimum: each key present with probability 0.8; with ``per_cut``
+    the per-batch costs are lists of L values drawn from the same ranges (the server's last, FL's, 0)."""
+    L = len(doc["layers"])
+
+    def draw(lo: float, hi: float):
+        x = np.exp(rng.uniform(math.log(lo), math.log(hi), L if per_cut else None))
+        return [float(v) for v in x] if per_cut else float(x)
+
     draws = {"per_message_s": math.exp(rng.uniform(math.log(1e-4), math.log(0.3))),
-             "device_batch_flops": math.exp(rng.uniform(math.log(1e6), math.log(3e9))),
-             "server_batch_flops": math.exp(rng.uniform(math.log(1e6), math.log(1e11)))}
+             "device_batch_flops": draw(1e6, 3e9), "server_batch_flops": draw(1e6, 1e11)}
+    if per_cut:
+        draws["server_batch_flops"][-1] = 0.0
     doc["overheads"] = {k: v for k, v in draws.items() if rng.uniform() < 0.8}
     return doc
 
@@ -99,7 +114,7 @@ def instance(make_doc, seed: int, **kw) -> dict:
     doc = make_doc(rng, n, L, memory=seed % 4 == 1, candidates="random" if seed % 3 == 2 else None, **kw)
     for dev in doc["devices"]:
         dev["local_iters"] = int(rng.integers(1, 12))  # unequal K: unequal message counts
-    return with_overheads(doc, rng)
+    return with_overheads(doc, rng, per_cut=seed % 2 == 1)
 
 
 def ref_exhaustive(doc: dict, ref) -> float:
@@ -119,6 +134,29 @@ def test_messages_per_round_fl_and_split():
     np.testing.assert_array_equal(fc.message_s, [[2.0, 2.0, 1.0], [4.0, 4.0, 1.0]])
     np.testing.assert_array_equal(fc.device_s, [[4.0, 4.0, 4.0], [6.0, 6.0, 6.0]])
     np.testing.assert_array_equal(fc.server_flops, [[5.0, 5.0, 0.0], [15.0, 15.0, 0.0]])  # FL: no server work
+    fc = fixed_costs([1, 3], 3, [2.0, 4.0], device_batch_flops=[8.0, 4.0, 2.0], server_batch_flops=[5.0, 1.0, 0.0])
+    np.testing.assert_array_equal(fc.device_s, [[4.0, 2.0, 1.0], [6.0, 3.0, 1.5]])
+    np.testing.assert_array_equal(fc.server_flops, [[5.0, 1.0, 0.0], [15.0, 3.0, 0.0]])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fixed_costs_per_cut_are_a_loop(seed):
+    rng = np.random.default_rng(seed)
+    n, L = int(rng.integers(1, 6)), int(rng.integers(1, 7))
+    K, c = rng.integers(1, 20, n), rng.uniform(1e8, 1e10, n)
+    dev, srv, ell = rng.uniform(0, 1e9, L), rng.uniform(0, 1e9, L), float(rng.uniform(0, 0.1))
+    fc = fixed_costs(K, L, c, per_message_s=ell, device_batch_flops=dev, server_batch_flops=srv)
+    for i in range(n):
+        for s in range(1, L + 1):
+            assert fc.device_s[i, s - 1] == pytest.approx(K[i] * dev[s - 1] / c[i], rel=1e-14)
+            assert fc.server_flops[i, s - 1] == (pytest.approx(K[i] * srv[s - 1], rel=1e-14) if s < L else 0.0)
+            assert fc.message_s[i, s - 1] == pytest.approx((2 * K[i] + 2 if s < L else 2) * ell, rel=1e-14)
+    # a number is the list of that number at every cut
+    one = fixed_costs(K, L, c, ell, float(dev[0]), float(srv[0]))
+    same = fixed_costs(K, L, c, ell, [float(dev[0])] * L, [float(srv[0])] * L)
+    assert all(np.array_equal(x, y) for x, y in zip(one, same, strict=True))
+    with pytest.raises(ValueError, match=f"{L} entries"):
+        fixed_costs(K, L, c, device_batch_flops=np.ones(L + 1))
 
 
 @pytest.mark.parametrize("sharing", ["equal", "dedicated", "optimized"])
@@ -209,10 +247,29 @@ def test_zero_overheads_are_bit_identical_to_none(seed, random_problem_document)
     for sharing in ("equal", "optimized"):
         doc = random_problem_document(rng, 3, 4, sharing=sharing)
         zero = dict(doc, overheads=dict.fromkeys(KEYS, 0.0))
-        p, q = Problem.from_dict(doc), Problem.from_dict(zero)
+        lists = dict(doc, overheads={"device_batch_flops": [0.0] * 4, "server_batch_flops": [0] * 4})
+        p, q, r = Problem.from_dict(doc), Problem.from_dict(zero), Problem.from_dict(lists)
+        assert not q.has_overheads and not r.has_overheads
         for seq in (False, True):
             assert np.array_equal(p.terms(seq)[0], q.terms(seq)[0])
         assert all(np.array_equal(x, y) for x, y in zip(p.device_server_terms(), q.device_server_terms(), strict=True))
+        for method in METHODS:
+            assert _strip(solve(p, method)) == _strip(solve(q, method)) == _strip(solve(r, method)), (sharing, method)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_number_and_the_same_number_at_every_cut_are_bit_identical(seed, random_problem_document):
+    rng = np.random.default_rng(10 + seed)
+    for sharing in ("equal", "optimized"):
+        doc = random_problem_document(rng, 3, 4, sharing=sharing)
+        for dev in doc["devices"]:
+            dev["local_iters"] = int(rng.integers(1, 6))
+        over = {"per_message_s": 0.01, "device_batch_flops": 3e8, "server_batch_flops": 2e10}
+        listed = dict(over, device_batch_flops=[3e8] * 4, server_batch_flops=[2e10] * 3 + [0.0])
+        p, q = Problem.from_dict(dict(doc, overheads=over)), Problem.from_dict(dict(doc, overheads=listed))
+        assert isinstance(q.device_batch_flops, np.ndarray) and q.has_overheads
+        for seq in (False, True):
+            assert np.array_equal(p.terms(seq)[0], q.terms(seq)[0])
         for method in METHODS:
             assert _strip(solve(p, method)) == _strip(solve(q, method)), (sharing, method)
 
@@ -221,7 +278,7 @@ def test_zero_overheads_are_bit_identical_to_none(seed, random_problem_document)
 @pytest.mark.parametrize("seed", range(4))
 def test_v2_one_device_equals_v1_with_the_whole_server(seed, random_problem_document):
     doc = with_overheads(random_problem_document(np.random.default_rng(seed), 1, 5, sharing="dedicated"),
-                         np.random.default_rng(100 + seed))
+                         np.random.default_rng(100 + seed), per_cut=seed % 2 == 1)
     doc["devices"][0]["local_iters"] = 1 + seed
     p = Problem.from_dict(doc)
     B = doc["total_bandwidth_hz"]
@@ -243,16 +300,16 @@ def test_v2_clock_and_bandwidth_program_take_the_overheads(seed, random_problem_
 
     rng = np.random.default_rng(seed)
     n = 2 + seed
-    doc = with_overheads(test_sfl_v2.instance(random_problem_document, 200 + seed, n), rng)
+    doc = with_overheads(test_sfl_v2.instance(random_problem_document, 200 + seed, n), rng, per_cut=seed % 2 == 1)
     over = doc["overheads"]
     ell = over.get("per_message_s", 0.0)
     base = test_sfl_v2.durations
 
     def durations(d, splits, bandwidth):
         out = base(d, splits, bandwidth)
-        for x, dev in zip(out, d["devices"], strict=True):
-            x["bwd"] += over.get("device_batch_flops", 0.0) / dev["flops"]
-            x["server"] += over.get("server_batch_flops", 0.0) / d["server"]["flops"]
+        for x, dev, s in zip(out, d["devices"], splits, strict=True):
+            x["bwd"] += at(over.get("device_batch_flops", 0.0), s) / dev["flops"]
+            x["server"] += at(over.get("server_batch_flops", 0.0), s) / d["server"]["flops"]
             x["up"], x["down"], x["model"] = x["up"] + ell, x["down"] + ell, x["model"] + 2 * ell
         return out
 
@@ -269,12 +326,60 @@ def test_v2_clock_and_bandwidth_program_take_the_overheads(seed, random_problem_
     assert T <= sfl_v2.round_latency(p, np.broadcast_to(splits, samples.shape), samples, seed).min() * (1 + 1e-6)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_v2_batch_durations_take_the_per_cut_costs_at_each_devices_cut(seed, random_problem_document):
+    """batch_durations against test_sfl_v2's per-device durations plus the per-cut costs at the device's cut,
+    for splits with leading batch axes."""
+    import test_sfl_v2
+
+    rng = np.random.default_rng(300 + seed)
+    n, L = 2 + seed, 5
+    doc = with_overheads(test_sfl_v2.instance(random_problem_document, 300 + seed, n, L), rng, per_cut=True)
+    doc["overheads"].setdefault("device_batch_flops", [float(x) for x in rng.uniform(1e6, 1e9, L)])
+    over = doc["overheads"]
+    p = Problem.from_dict(doc)
+    splits = rng.integers(1, L, (2, 3, n))  # leading batch axes
+    b = rng.dirichlet(np.ones(n), (2, 3)) * doc["total_bandwidth_hz"]
+    got = sfl_v2.batch_durations(p, splits, b)
+    for idx in np.ndindex(2, 3):
+        want = test_sfl_v2.durations(doc, splits[idx], b[idx])
+        for i, (x, dev, s) in enumerate(zip(want, doc["devices"], splits[idx], strict=True)):
+            bwd = x["bwd"] + at(over.get("device_batch_flops", 0.0), s) / dev["flops"]
+            server = x["server"] + at(over.get("server_batch_flops", 0.0), s) / doc["server"]["flops"]
+            assert got["bwd"][(*idx, i)] == pytest.approx(bwd, rel=1e-12)
+            assert got["server"][(*idx, i)] == pytest.approx(server, rel=1e-12)
+            assert got["fwd"][(*idx, i)] == pytest.approx(x["fwd"], rel=1e-12)
+
+
 # ---- documents, config and stages ---------------------------------------------------------------------------
 @pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("value", [-1.0, float("nan")])
 def test_problem_document_rejects_bad_values(key, value, random_problem_document):
     doc = random_problem_document(np.random.default_rng(0), 2, 3, overheads={key: value})
     with pytest.raises(ConfigError, match=f"overheads.{key}"):
+        Problem.from_dict(doc)
+
+
+@pytest.mark.parametrize("key", ["device_batch_flops", "server_batch_flops"])
+def test_problem_document_checks_per_cut_lists(key, random_problem_document):
+    doc = random_problem_document(np.random.default_rng(0), 2, 3, overheads={key: [1.0, 2.0, 0.0]})
+    assert Problem.from_dict(doc).has_overheads
+    for bad in ([1.0, 2.0], [1.0, 2.0, 0.0, 0.0]):
+        doc["overheads"] = {key: bad}
+        with pytest.raises(ConfigError, match=f"overheads.{key} is a list of {len(bad)} values.*L=3 layers"):
+            Problem.from_dict(doc)
+    doc["overheads"] = {key: [1.0, -2.0, 0.0]}
+    with pytest.raises(ConfigError, match=rf"overheads\.{key}\.1: -2.0 is less than the minimum of 0"):
+        Problem.from_dict(doc)
+    for bad in ([1.0, float("nan"), 0.0], [1.0, "x", 0.0], []):
+        doc["overheads"] = {key: bad}
+        with pytest.raises(ConfigError, match=f"overheads.{key}"):
+            Problem.from_dict(doc)
+    doc["overheads"] = {key: [1.0, 2.0, 3.0]}
+    if key == "server_batch_flops":  # s = L is FL's: no server step
+        with pytest.raises(ConfigError, match="server_batch_flops: the last entry .* must be 0"):
+            Problem.from_dict(doc)
+    else:
         Problem.from_dict(doc)
 
 
@@ -325,6 +430,14 @@ def test_problem_stage_writes_the_block(stage_inputs, tmp_path):
     for bad in ({"per_message_s": -1.0}, {"latency": 1.0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             stage_problem(**args, out=tmp_path / "bad.json", overheads=bad)
+    # per-cut lists from the config: one value per cut of the 4-unit model, checked at this stage
+    cfg = validate_config({"optimize": {"overheads": {"device_batch_flops": [1e6, 2e6, 3e6, 4e6]}}})
+    doc = stage_problem(**args, out=tmp_path / "list.json", **problem_settings(cfg))
+    assert json.loads((tmp_path / "list.json").read_text())["overheads"]["device_batch_flops"] == [1e6, 2e6, 3e6, 4e6]
+    np.testing.assert_array_equal(Problem.read(tmp_path / "list.json").device_batch_flops, [1e6, 2e6, 3e6, 4e6])
+    with pytest.raises(ConfigError, match="overheads.server_batch_flops is a list of 3 values.*L=4"):
+        stage_problem(**args, out=tmp_path / "bad.json", overheads={"server_batch_flops": [1.0, 2.0, 0.0]})
+    assert not (tmp_path / "bad.json").exists()
 
 
 def test_cli_problem_takes_the_overheads(stage_inputs, tmp_path):

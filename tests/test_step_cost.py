@@ -8,6 +8,7 @@ import copy
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from hetsfl.blocks import device_backward, device_forward, make_sgd, server_step
 from hetsfl.config import validate_config
 from hetsfl.errors import ConfigError
 from hetsfl.models.base import SplittableModel
+from hetsfl.optim.problem import Problem
 from hetsfl.optim.refine import measured_overheads
 from hetsfl.profiling.step_cost import BlockTimes, batch_costs, measure_batch_costs, time_batch_blocks
 from hetsfl.stages.problem import stage_problem
@@ -214,31 +216,47 @@ def test_whole_step_is_the_engines():
 
 
 # ---- optimize.overheads: measured --------------------------------------------------------------------------
-COSTS = {"device_s": 1.5e-3, "server_s": 2.5e-3, "batch_size": 32, "method": "test"}
+# a 4-unit model's batch costs: the residue at each split s = 1..3 (one negative) and FL's whole-step residue
+PER_SPLIT = [{"split": 1, "device_s": 1.0e-3, "server_s": 4.0e-3}, {"split": 2, "device_s": -0.5e-3, "server_s": 2.5e-3},
+             {"split": 3, "device_s": 1.5e-3, "server_s": 1.0e-3}]
+COSTS = {"device_s": 1.0e-3, "server_s": 2.5e-3, "per_split": PER_SPLIT, "fl": {"device_s": 6.0e-3},
+         "batch_size": 32, "method": "test"}
+DEVICE_S, SERVER_S = [1.0e-3, 0.0, 1.5e-3, 6.0e-3], [4.0e-3, 2.5e-3, 1.0e-3, 0.0]  # clipped at 0; FL's; no server
 
 
-def test_measured_overheads_is_host_flops_times_the_seconds():
+def test_measured_overheads_is_host_flops_times_the_seconds_at_every_cut():
     values, record = measured_overheads({"per_message_s": 0.002, "device_batch_flops": "measured",
-                                         "server_batch_flops": "measured"}, COSTS, 4e10)
-    assert values == {"per_message_s": 0.002, "device_batch_flops": pytest.approx(6e7),
-                      "server_batch_flops": pytest.approx(1e8)}
+                                         "server_batch_flops": "measured"}, COSTS, 4e10, num_layers=4)
+    assert values == {"per_message_s": 0.002, "device_batch_flops": pytest.approx([4e10 * x for x in DEVICE_S]),
+                      "server_batch_flops": pytest.approx([4e10 * x for x in SERVER_S])}
+    assert values["server_batch_flops"][-1] == 0.0 and values["device_batch_flops"][1] == 0.0
     assert record == {"keys": ["device_batch_flops", "server_batch_flops"], "host_flops_per_s": 4e10,
-                      "device_s": 1.5e-3, "server_s": 2.5e-3, "batch_size": 32, "method": "test"}
+                      "device_s_per_cut": DEVICE_S, "server_s_per_cut": SERVER_S, "device_s": 1.0e-3,
+                      "server_s": 2.5e-3, "batch_size": 32, "method": "test"}
     values, record = measured_overheads({"device_batch_flops": 3.0, "server_batch_flops": "measured"}, COSTS, 4e10)
-    assert values == {"device_batch_flops": 3.0, "server_batch_flops": pytest.approx(1e8)}
-    assert record["keys"] == ["server_batch_flops"] and "device_s" not in record
+    assert values == {"device_batch_flops": 3.0, "server_batch_flops": pytest.approx([4e10 * x for x in SERVER_S])}
+    assert record["keys"] == ["server_batch_flops"] and "device_s_per_cut" not in record
     # nothing measured: untouched, no record, no profile needed
     assert measured_overheads({"per_message_s": 0.1}, None, None) == ({"per_message_s": 0.1}, {})
 
 
 @pytest.mark.parametrize(("costs", "host", "match"), [
     (None, 4e10, "meta.batch_costs"), (COSTS, None, "meta.host_flops_per_s"),
-    ({**COSTS, "device_s": -1.0}, 4e10, "device_s"), ({**COSTS, "device_s": "x"}, 4e10, "device_s"),
+    ({k: v for k, v in COSTS.items() if k != "per_split"}, 4e10, "no per-cut residues"),
+    ({k: v for k, v in COSTS.items() if k != "fl"}, 4e10, "no per-cut residues"),
+    ({**COSTS, "fl": {}}, 4e10, r"fl\.device_s"),
+    ({**COSTS, "per_split": PER_SPLIT[::-1]}, 4e10, r"splits 1\.\.3 in order, got \[3, 2, 1\]"),
+    ({**COSTS, "per_split": [{**PER_SPLIT[0], "device_s": "x"}, *PER_SPLIT[1:]]}, 4e10, r"per_split\[0\]\.device_s"),
 ])
 def test_measured_overheads_refuses_a_profile_without_the_numbers(costs, host, match):
     with pytest.raises(ConfigError, match=match) as exc:
         measured_overheads({"device_batch_flops": "measured"}, costs, host)
     assert "rerun the profile stage" in str(exc.value)
+
+
+def test_measured_overheads_checks_the_layer_count():
+    with pytest.raises(ConfigError, match="cuts 1..3 of a model of 4 layers, but the problem has 5 layers"):
+        measured_overheads({"server_batch_flops": "measured"}, COSTS, 4e10, num_layers=5)
 
 
 def test_only_the_batch_costs_can_be_measured():
@@ -261,12 +279,17 @@ def test_problem_stage_fills_measured_overheads_from_the_profile(inputs, tmp_pat
                                                       "server_batch_flops": "measured", "per_message_s": 0.001}}})
     doc = stage_problem(scenario_path=inputs / "scenario.json", profile_path=inputs / "with.json",
                         out=tmp_path / "p.json", **problem_settings(cfg))
-    assert doc["overheads"] == {"per_message_s": 0.001, "device_batch_flops": pytest.approx(5e10 * 1.5e-3),
-                                "server_batch_flops": pytest.approx(5e10 * 2.5e-3)}
+    assert doc["overheads"] == {"per_message_s": 0.001,
+                                "device_batch_flops": pytest.approx([5e10 * x for x in DEVICE_S]),
+                                "server_batch_flops": pytest.approx([5e10 * x for x in SERVER_S])}
     written = json.loads((tmp_path / "p.json").read_text())
-    assert written["overheads"] == doc["overheads"]
+    assert written["overheads"] == doc["overheads"]  # the lists as written
     assert written["meta"]["measured_overheads"]["host_flops_per_s"] == 5e10
-    assert written["meta"]["measured_overheads"]["device_s"] == 1.5e-3
+    assert written["meta"]["measured_overheads"]["device_s_per_cut"] == DEVICE_S
+    assert written["meta"]["measured_overheads"]["device_s"] == 1.0e-3
+    p = Problem.read(tmp_path / "p.json")  # the problem takes them per cut
+    np.testing.assert_allclose(p.fixed_costs().device_s, p.iters[:, None] * 5e10 * np.array(DEVICE_S)
+                               / p.dev_flops[:, None], rtol=1e-12)
     # numbers given by hand: no record
     doc = stage_problem(scenario_path=inputs / "scenario.json", profile_path=inputs / "with.json",
                         out=tmp_path / "q.json", overheads={"device_batch_flops": 1e6})
@@ -291,15 +314,18 @@ def test_cli_problem_takes_measured(inputs, tmp_path):
     assert main(["problem", "--scenario", str(inputs / "scenario.json"), "--profile", str(inputs / "with.json"),
                  "--out", str(out), "--device-batch-flops", "measured", "--server-batch-flops", "2e6"]) == 0
     over = json.loads(out.read_text())["overheads"]
-    assert over["device_batch_flops"] == pytest.approx(5e10 * 1.5e-3) and over["server_batch_flops"] == 2e6
+    assert over["device_batch_flops"] == pytest.approx([5e10 * x for x in DEVICE_S]) and over["server_batch_flops"] == 2e6
 
 
 @pytest.mark.parametrize("key", ["device_batch_flops", "server_batch_flops"])
 def test_config_accepts_measured_and_rejects_other_strings(key):
     cfg = validate_config({"optimize": {"overheads": {key: "measured"}}})
     assert problem_settings(cfg)["overheads"] == {key: "measured"}
-    for bad in ("measure", "auto", "1e9x", -1.0):
-        with pytest.raises(ConfigError, match=f'optimize.overheads.{key}.*a number >= 0 or "measured"'):
+    cfg = validate_config({"optimize": {"overheads": {key: [1e6, 0.0]}}})  # per cut; the problem stage checks L
+    assert problem_settings(cfg)["overheads"] == {key: [1e6, 0.0]}
+    for bad in ("measure", "auto", "1e9x", -1.0, [1e6, -1.0], []):
+        with pytest.raises(ConfigError, match=f'optimize.overheads.{key}.*a number >= 0 or "measured" or a list '
+                           "of numbers >= 0"):
             validate_config({"optimize": {"overheads": {key: bad}}})
     with pytest.raises(ConfigError, match="optimize.overheads.per_message_s"):
         validate_config({"optimize": {"overheads": {"per_message_s": "measured"}}})

@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         measurable = key != "per_message_s"
         p.add_argument(f"--{key.replace('_', '-')}", type=_overhead_value if measurable else float, default=None,
                        help=f"optional fixed cost (problem overheads.{key}): {what}"
-                       + (" (or 'measured': from the profile's meta.batch_costs)" if measurable else ""))
+                       + (" (or 'measured': per cut, from the profile's meta.batch_costs)" if measurable else ""))
 
     p = sub.add_parser("optimize", help="solve a problem file (prints a one-line summary; the file has it all)")
     p.add_argument("--problem", required=True)

@@ -115,7 +115,8 @@ def _short(message: str, limit: int = 160) -> str:
 
 
 def _alternatives(schemas: list[dict]) -> str | None:
-    """'a number >= 0 or "measured"' for an anyOf/oneOf of simple schemas; None if one is not simple."""
+    """'a number >= 0 or "measured" or a list of numbers >= 0' for an anyOf/oneOf of simple schemas; None if one
+    is not simple."""
     words = []
     for sub in schemas:
         if "const" in sub:
@@ -125,6 +126,9 @@ def _alternatives(schemas: list[dict]) -> str | None:
         elif sub.get("type") in ("number", "integer") and set(sub) <= {"type", "minimum"}:
             words.append(f"a{'n' if sub['type'] == 'integer' else ''} {sub['type']}"
                          + (f" >= {sub['minimum']}" if "minimum" in sub else ""))
+        elif (sub.get("type") == "array" and set(sub) <= {"type", "minItems", "items"}
+              and (item := _alternatives([sub.get("items", {})]) or "").startswith("a number")):
+            words.append("a list of numbers" + item.removeprefix("a number"))
         else:
             return None
     return " or ".join(words)

@@ -28,7 +28,7 @@ from hetsfl.system.latency import (
     transfer_bits,
 )
 
-__all__ = ["SAFE_RANGE", "Problem", "load_json_schema", "read_json", "validate_document"]
+__all__ = ["SAFE_RANGE", "Problem", "load_json_schema", "overheads_fields", "read_json", "validate_document"]
 
 
 SAFE_RANGE = (1e-100, 1e100)  # derived quantities must lie here: far from float overflow and underflow
@@ -48,6 +48,26 @@ def _floats(records: list[dict], key: str, kind: str, names: list, source: str, 
                 raise ConfigError(f"{source}: {kind} {name}: {key} is too large for a floating-point number; "
                                   "give a value below 1e308") from None
         raise
+
+
+def overheads_fields(block: dict, num_layers: int, source: str) -> dict[str, float | np.ndarray]:
+    """The (schema-valid) ``overheads`` block as Problem fields: numbers as floats, per-cut lists as float arrays;
+    ConfigError if a list does not have one entry per cut s = 1..L or the server's entry at s = L (FL: no server
+    step) is not 0."""
+    out: dict[str, float | np.ndarray] = {}
+    for key, value in block.items():
+        if not isinstance(value, list):
+            out[key] = float(value)
+            continue
+        if len(value) != num_layers:
+            raise ConfigError(f"{source}: overheads.{key} is a list of {len(value)} values, but the model has "
+                              f"L={num_layers} layers: give one value per cut s = 1..{num_layers} (the last is FL's, "
+                              "s = L) or a single number for every cut")
+        if key == "server_batch_flops" and value[-1] != 0:
+            raise ConfigError(f"{source}: overheads.server_batch_flops: the last entry (s = L = {num_layers}, FL, "
+                              f"which has no server step) must be 0, got {value[-1]!r}")
+        out[key] = np.array(value, dtype=float)
+    return out
 
 
 @dataclass(frozen=True)
@@ -78,8 +98,10 @@ class Problem:
     seed: int = 0
     meta: dict = field(default_factory=dict)
     per_message_s: float = 0.0  # l: seconds per message between a device and the server
-    device_batch_flops: float = 0.0  # FLOP-equivalents per local iteration on the device, beyond the profile
-    server_batch_flops: float = 0.0  # FLOP-equivalents per local iteration on the server for a device (s < L)
+    # FLOP-equivalents per local iteration beyond the profile, on the device and on the server for a device (s < L):
+    # a float (the same at every cut) or a float array of L values, one per cut s = 1..L (system.latency.per_cut)
+    device_batch_flops: float | np.ndarray = 0.0
+    server_batch_flops: float | np.ndarray = 0.0
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
@@ -99,6 +121,7 @@ class Problem:
                 )
         f = lambda key: _floats(devices, key, "device", [d["id"] for d in devices], source)  # noqa: E731
         g = lambda key: _floats(layers, key, "layer", [u["name"] for u in layers], source)  # noqa: E731
+        over = overheads_fields(doc.get("overheads", {}), L, source)
         problem = cls(
             total_bandwidth=float(doc["total_bandwidth_hz"]),
             noise_psd=float(doc["noise_psd_w_per_hz"]),
@@ -123,7 +146,9 @@ class Problem:
             optimizer_state_copies=int(doc.get("optimizer_state_copies", 1)),
             seed=int(doc.get("seed", 0)),
             meta=dict(doc.get("meta", {})),
-            **{key: float(value) for key, value in doc.get("overheads", {}).items()},
+            per_message_s=float(over.get("per_message_s", 0.0)),
+            device_batch_flops=over.get("device_batch_flops", 0.0),
+            server_batch_flops=over.get("server_batch_flops", 0.0),
         )
         problem.check_derived(source)
         return problem
@@ -225,7 +250,8 @@ class Problem:
     @property
     def has_overheads(self) -> bool:
         """True if any optional fixed cost is non-zero (else A is exactly the FLOP model's)."""
-        return bool(self.per_message_s or self.device_batch_flops or self.server_batch_flops)
+        return bool(self.per_message_s) or bool(np.any(self.device_batch_flops)) or bool(
+            np.any(self.server_batch_flops))
 
     def fixed_costs(self) -> FixedCosts:
         """The optional fixed costs per device and cut s = 1..L (all zero without ``overheads``)."""

@@ -11,7 +11,8 @@ the profile's meta.host_flops_per_s); hetsfl.report.emulation.refined_compute ap
 the emulation table.
 
 ``measured_overheads`` fills the optional fixed costs per batch (docs/model.md, "Optional fixed costs") from
-the profile's measured CPU seconds per batch beyond the units, in the same FLOP-equivalents H x seconds.
+the profile's measured CPU seconds per batch beyond the units at every cut, in the same FLOP-equivalents
+H x seconds.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 
 from hetsfl.errors import ConfigError
 
-__all__ = ["MEASURED_OVERHEADS", "measured_compute_problem", "measured_overheads"]
+__all__ = ["MEASURED_OVERHEADS", "measured_compute_problem", "measured_overheads", "measured_seconds_per_cut"]
 
 
 def measured_compute_problem(problem: dict, profile: dict, host_flops: float) -> dict:
@@ -45,15 +46,45 @@ def measured_compute_problem(problem: dict, profile: dict, host_flops: float) ->
     return out
 
 
-# optimize.overheads keys that may be "measured", and the profile's meta.batch_costs value each takes
-MEASURED_OVERHEADS = {"device_batch_flops": "device_s", "server_batch_flops": "server_s"}
+# optimize.overheads keys that may be "measured", and the side of the profile's meta.batch_costs each takes
+MEASURED_OVERHEADS = {"device_batch_flops": "device", "server_batch_flops": "server"}
 
 
-def measured_overheads(overheads: dict, batch_costs: dict | None, host_flops: float | None) -> tuple[dict, dict]:
-    """``overheads`` with every ``"measured"`` value replaced by H x the profile's measured fixed CPU seconds
-    per batch (meta.batch_costs.device_s / server_s, hetsfl.profiling.step_cost), and a record of where the
-    numbers came from for the problem's meta ({} if none was "measured"). ConfigError if a value is
-    "measured" but the profile has no batch_costs or no H."""
+def _residue(entry: object, key: str, where: str) -> float:
+    """A measured residue (seconds per batch, may be negative) of meta.batch_costs; ConfigError if not a number."""
+    value = entry.get(key) if isinstance(entry, dict) else None
+    if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
+        raise ConfigError(f"the profile's meta.batch_costs.{where}.{key} must be a number of seconds, got {value!r}; "
+                          "rerun the profile stage")
+    return float(value)
+
+
+def measured_seconds_per_cut(batch_costs: dict, side: str, fix: str) -> list[float]:
+    """The measured fixed CPU seconds per batch at every cut s = 1..L, negative residues as 0: on the ``side``
+    "device" the residue at each split (meta.batch_costs.per_split[s-1].device_s) and FL's whole-step residue
+    (fl.device_s) at s = L; on the "server" the residue at each split and 0 at s = L (FL has no server step).
+    ConfigError if the profile has no per-cut residues (an older profile: ``fix`` says what to do)."""
+    per_split, fl = batch_costs.get("per_split"), batch_costs.get("fl")
+    if not isinstance(per_split, list) or not isinstance(fl, dict):
+        raise ConfigError(f"the profile's meta.batch_costs has no per-cut residues (per_split and fl), {fix}")
+    splits = [e.get("split") if isinstance(e, dict) else None for e in per_split]
+    if splits != list(range(1, len(per_split) + 1)):
+        raise ConfigError(f"the profile's meta.batch_costs.per_split must list the splits 1..{len(per_split)} in "
+                          f"order, got {splits}; rerun the profile stage")
+    seconds = [_residue(e, f"{side}_s", f"per_split[{i}]") for i, e in enumerate(per_split)]
+    seconds.append(_residue(fl, "device_s", "fl") if side == "device" else 0.0)
+    return [max(0.0, x) for x in seconds]
+
+
+def measured_overheads(overheads: dict, batch_costs: dict | None, host_flops: float | None,
+                       num_layers: int | None = None) -> tuple[dict, dict]:
+    """``overheads`` with every ``"measured"`` value replaced by the per-cut list H x the profile's measured fixed
+    CPU seconds per batch at each cut s = 1..L (``measured_seconds_per_cut``: the residue at each split, FL's
+    whole-step residue at s = L on the device, 0 on the server; negative residues count 0), and a record of where
+    the numbers came from for the problem's meta ({} if none was "measured"): the per-cut seconds
+    (device_s_per_cut, server_s_per_cut) and the profile's medians over the splits (device_s, server_s).
+    ConfigError if a value is "measured" but the profile has no batch_costs, no per-cut residues or no H, or
+    (with ``num_layers``) its cuts are not those of a model of ``num_layers`` layers."""
     wanted = [k for k, v in overheads.items() if v == "measured"]
     if not wanted:
         return dict(overheads), {}
@@ -69,11 +100,14 @@ def measured_overheads(overheads: dict, batch_costs: dict | None, host_flops: fl
     out = dict(overheads)
     record: dict = {"keys": wanted, "host_flops_per_s": float(host_flops)}
     for key in wanted:
-        seconds = batch_costs.get(MEASURED_OVERHEADS[key])
-        if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds >= 0):
-            raise ConfigError(f"the profile's meta.batch_costs.{MEASURED_OVERHEADS[key]} must be seconds >= 0, got "
-                              f"{seconds!r}; rerun the profile stage")
-        out[key] = float(host_flops * seconds)
-        record[MEASURED_OVERHEADS[key]] = float(seconds)
+        side = MEASURED_OVERHEADS[key]
+        seconds = measured_seconds_per_cut(batch_costs, side, fix)
+        if num_layers is not None and len(seconds) != num_layers:
+            raise ConfigError(f"the profile's meta.batch_costs.per_split has the cuts 1..{len(seconds) - 1} of a model "
+                              f"of {len(seconds)} layers, but the problem has {num_layers} layers; profile the same "
+                              "model (rerun the profile stage)")
+        out[key] = [float(host_flops * x) for x in seconds]
+        record[f"{side}_s_per_cut"] = seconds
+        record[f"{side}_s"] = batch_costs.get(f"{side}_s")
     record.update(batch_size=batch_costs.get("batch_size"), method=batch_costs.get("method"))
     return out, record

@@ -22,8 +22,9 @@ and device n finishes the round at E_n = r_n (after its K_n jobs) + W(s) (1/r_u,
 model goes up and the aggregate comes back, as in the SFL-V1 model (no barrier between devices). The round
 latency is max_n E_n. Equivalently the longest path through the precedence graph of the jobs, so for fixed
 cuts and order it is a max of sums of durations, each constant or convex decreasing in b_n: convex in b.
-The optional fixed costs (docs/model.md) enter per batch: q_n gets device_batch_flops / c_n, sigma_n
-server_batch_flops / c_S, each of up_n and dn_n the per-message latency l, and the model exchange 2 l.
+The optional fixed costs (docs/model.md) enter per batch: q_n gets device_batch_flops(s_n) / c_n, sigma_n
+server_batch_flops(s_n) / c_S (each a number, or per-cut values taken at the device's cut s_n), each of up_n
+and dn_n the per-message latency l, and the model exchange 2 l.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from numpy.typing import ArrayLike
 
 from hetsfl.optim.problem import Problem
 from hetsfl.system.channel import LN2
+from hetsfl.system.latency import per_cut
 
 __all__ = ["batch_durations", "device_order", "job_sequence", "round_latencies", "round_latency"]
 
@@ -61,7 +63,8 @@ def job_sequence(iters: Iterable[int], seed: int, round_idx: int) -> list[int]:
 def batch_durations(problem: Problem, splits: ArrayLike, bandwidth: ArrayLike) -> dict[str, np.ndarray]:
     """p, q, sigma, up, dn (seconds per batch) and the model exchange (seconds per round) of every device;
     splits and bandwidth may carry leading batch axes (..., N). q and sigma include the per-batch fixed
-    costs; up, dn and model are the transfers alone (the per-message latency is ``problem.per_message_s``)."""
+    costs at each device's cut (none on the server at s = L); up, dn and model are the transfers alone (the
+    per-message latency is ``problem.per_message_s``)."""
     p = problem
     s = np.asarray(splits, dtype=int)
     b = np.asarray(bandwidth, dtype=float)
@@ -75,10 +78,13 @@ def batch_durations(problem: Problem, splits: ArrayLike, bandwidth: ArrayLike) -
         inv_u = np.where(b > 0, LN2 / (b * np.log1p(p.xu / b)), np.inf)
         inv_d = np.where(b > 0, LN2 / (b * np.log1p(p.xd / b)), np.inf)
     smashed = D * out[s]
+    dev_batch = per_cut(p.device_batch_flops, p.num_layers)
+    srv_batch = per_cut(p.server_batch_flops, p.num_layers)
+    srv_batch[-1] = 0.0  # FL has no server step
     return {
         "fwd": D * fwd[s] / c,
-        "bwd": D * bwd[s] / c + p.device_batch_flops / c,
-        "server": D * (total - fwd[s] - bwd[s]) / p.server_flops + p.server_batch_flops / p.server_flops,
+        "bwd": D * bwd[s] / c + dev_batch[s - 1] / c,
+        "server": D * (total - fwd[s] - bwd[s]) / p.server_flops + srv_batch[s - 1] / p.server_flops,
         "up": smashed * inv_u,
         "down": smashed * inv_d,
         "model": params[s] * (inv_u + inv_d),

@@ -148,9 +148,18 @@ def validate_document(doc: object, schema_name: str, source: str = "document") -
                           + (f" and {len(bad) - 10} more" if len(bad) > 10 else ""))
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"{'.'.join(map(str, e.absolute_path)) or '<top level>'}: {_short(e.message)}" for e in errors[:5]]
+        lines = [_describe(e) for e in errors[:5]]
         more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
         raise ConfigError(f"{source} is not a valid {schema_name} file: " + "; ".join(lines) + more)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """'path: message' of a jsonschema error; for anyOf / oneOf the message of the alternative of the value's own
+    type if there is one (e.g. "overheads.device_batch_flops.1: -2 is less than the minimum of 0")."""
+    if error.validator in ("anyOf", "oneOf"):
+        inner = [e for e in error.context or () if not (e.validator == "type" and not e.relative_path)]
+        error = inner[0] if inner else error
+    return f"{'.'.join(map(str, error.absolute_path)) or '<top level>'}: {_short(error.message)}"
 
 
 def _short(message: str, limit: int = 160) -> str:

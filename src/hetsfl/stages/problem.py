@@ -7,6 +7,7 @@ from pathlib import Path
 from hetsfl.errors import ConfigError
 from hetsfl.io import write_json
 from hetsfl.optim.build import build_problem, overheads_block
+from hetsfl.optim.problem import overheads_fields
 from hetsfl.optim.refine import measured_compute_problem, measured_overheads
 from hetsfl.optim.validate import validate_document
 from hetsfl.stages.common import read_document
@@ -39,8 +40,9 @@ def stage_problem(
     the profile's measured times (hetsfl.optim.refine, docs/model.md), recorded as meta.compute_model.
     ``overheads`` (keys of optim.build.OVERHEAD_KEYS): the optional fixed costs, written as the problem's ``overheads``
     block (docs/model.md, Optional fixed costs); None writes no block. ``device_batch_flops`` and
-    ``server_batch_flops`` may be "measured": H x the profile's meta.batch_costs (device_s, server_s), recorded
-    as the problem's meta.measured_overheads."""
+    ``server_batch_flops`` may be numbers, lists of L numbers (one per cut s = 1..L) or "measured": the per-cut
+    list H x the profile's meta.batch_costs residues (hetsfl.optim.refine.measured_overheads), recorded as the
+    problem's meta.measured_overheads."""
     if compute_model not in COMPUTE_MODELS:
         raise ConfigError(f"compute_model must be one of {', '.join(COMPUTE_MODELS)}, got {compute_model!r}")
     from hetsfl.profiling.files import read_profile
@@ -58,12 +60,15 @@ def stage_problem(
         meta = profile.get("meta")
         meta = meta if isinstance(meta, dict) else {}
         try:
-            values, record = measured_overheads(overheads, meta.get("batch_costs"), meta.get("host_flops_per_s"))
+            values, record = measured_overheads(overheads, meta.get("batch_costs"), meta.get("host_flops_per_s"),
+                                                len(problem["layers"]))
         except ConfigError as exc:
             raise ConfigError(f"profile file {profile_path}: {exc}") from None
         problem["overheads"] = overheads_block(values)
         if record:
             problem["meta"]["measured_overheads"] = record
-    validate_document(problem, "problem", f"the problem built from {scenario_path} and {profile_path}")
+    source = f"the problem built from {scenario_path} and {profile_path}"
+    validate_document(problem, "problem", source)
+    overheads_fields(problem.get("overheads", {}), len(problem["layers"]), source)  # per-cut lists: L entries
     write_json(out, problem)
     return problem

@@ -6,7 +6,8 @@ Notation: device n, split s (units 1..s on the device), bandwidth b_n shared by 
 
 with A the computing time, U = V the bits sent each way per round and phi the seconds per bit of one
 upload plus one download. Optional fixed costs (``fixed_costs``, docs/model.md "Optional fixed costs") add
-to A: a latency per message and a compute cost per batch that the per-unit FLOP profile does not count.
+to A: a latency per message and a compute cost per batch that the per-unit FLOP profile does not count (one
+number for every cut, or one per cut s = 1..L: ``per_cut``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def compute_time(k_iters: np.ndarray, batch: np.ndarray, dev_flops: np.ndarray, 
 class FixedCosts(NamedTuple):
     """Fixed costs of one round, per device and cut s = 1..L (arrays [n, s-1])."""
 
-    device_s: np.ndarray  # K_n x device_batch_flops / c_n: seconds of per-batch work on the device
+    device_s: np.ndarray  # K_n x device_batch_flops(s) / c_n: seconds of per-batch work on the device
     message_s: np.ndarray  # m_n(s) x per_message_s: seconds of per-message latency
-    server_flops: np.ndarray  # K_n x server_batch_flops for s < L (0 for FL): server FLOPs per round
+    server_flops: np.ndarray  # K_n x server_batch_flops(s) for s < L (0 for FL): server FLOPs per round
 
 
 def messages_per_round(k_iters: ArrayLike, num_layers: int) -> np.ndarray:
@@ -59,18 +60,30 @@ def messages_per_round(k_iters: ArrayLike, num_layers: int) -> np.ndarray:
     return m
 
 
+def per_cut(value: ArrayLike, num_layers: int) -> np.ndarray:
+    """A fixed cost per cut s = 1..L as a new float array of length L (index s-1): a number is the same at every
+    cut; a sequence must have L entries (ValueError otherwise)."""
+    v = np.array(value, dtype=float)
+    if v.ndim == 0:
+        return np.full(num_layers, float(v))
+    if v.shape != (num_layers,):
+        raise ValueError(f"a per-cut value needs {num_layers} entries (cuts s = 1..{num_layers}), got shape {v.shape}")
+    return v
+
+
 def fixed_costs(k_iters: ArrayLike, num_layers: int, dev_speed: ArrayLike, per_message_s: float = 0.0,
-                device_batch_flops: float = 0.0, server_batch_flops: float = 0.0) -> FixedCosts:
+                device_batch_flops: ArrayLike = 0.0, server_batch_flops: ArrayLike = 0.0) -> FixedCosts:
     """The optional fixed costs of a round: per device n and cut s = 1..L, the device seconds
-    K_n device_batch_flops / c_n, the message seconds m_n(s) per_message_s and the server FLOPs
-    K_n server_batch_flops (s < L only). All zero with the default arguments; they add to A_n(s) as
-    device_s + message_s + server_flops / c_S,n (none depends on the bandwidth)."""
+    K_n device_batch_flops(s) / c_n, the message seconds m_n(s) per_message_s and the server FLOPs
+    K_n server_batch_flops(s) (s < L only: the entry at s = L is not used). ``device_batch_flops`` and
+    ``server_batch_flops`` are numbers (the same at every cut) or L values, one per cut (``per_cut``). All zero
+    with the default arguments; they add to A_n(s) as device_s + message_s + server_flops / c_S,n (none depends
+    on the bandwidth)."""
     k = np.asarray(k_iters, dtype=float).reshape(-1, 1)
     c = np.asarray(dev_speed, dtype=float).reshape(-1, 1)
-    ones = np.ones((1, num_layers))
-    server = k * float(server_batch_flops) * ones
+    server = k * per_cut(server_batch_flops, num_layers)[None, :]
     server[:, -1] = 0.0
-    return FixedCosts(device_s=k * float(device_batch_flops) / c * ones,
+    return FixedCosts(device_s=k * per_cut(device_batch_flops, num_layers)[None, :] / c,
                       message_s=messages_per_round(k, num_layers) * float(per_message_s),
                       server_flops=server)
 
