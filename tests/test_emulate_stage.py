@@ -128,6 +128,38 @@ def test_a_configured_alpha_too_small_for_one_method_fails_before_any_method_run
     assert not (tmp_path / "emulation").exists()  # nothing ran
 
 
+def test_a_measured_model_problem_is_paced_with_its_own_host_flops(inputs, tmp_path, monkeypatch):
+    """The problem's FLOP-equivalents were made with the profile's H: pacing must use that H, not a new
+    calibration (alpha's lower bound c_S / H shows which H was used)."""
+    import hetsfl.emulation
+    from hetsfl.emulation import QuotaError
+
+    monkeypatch.setattr(hetsfl.emulation, "available", lambda: (True, None))
+    monkeypatch.setattr(hetsfl.emulation, "calibrate_model", lambda *a, **k: 1e11)
+    doc = _read(inputs["problem"])
+    doc.setdefault("meta", {})["compute_host_flops"] = 4e11
+    path = tmp_path / "measured_problem.json"
+    path.write_text(json.dumps(doc))
+    c_s = Problem.read(inputs["problem"]).server_flops
+    alpha = 0.5 * c_s / 4e11  # too small for SL's whole server under either H
+    with pytest.raises(QuotaError, match=rf"use alpha >= {c_s / 4e11:.3g}"):
+        _run({**inputs, "problem": path}, tmp_path, ["sl"], alpha=alpha)
+
+
+def test_problem_host_flops_reads_the_measured_models_h():
+    from hetsfl.errors import ConfigError
+    from hetsfl.optim.refine import problem_host_flops
+
+    assert problem_host_flops({}) is None
+    assert problem_host_flops({"compute_host_flops": 9e10}) == 9e10
+    assert problem_host_flops({"measured_overheads": {"host_flops_per_s": 8e10}}) == 8e10
+    assert problem_host_flops({"compute_host_flops": 8e10, "measured_overheads": {"host_flops_per_s": 8e10}}) == 8e10
+    with pytest.raises(ConfigError, match="disagree"):
+        problem_host_flops({"compute_host_flops": 9e10, "measured_overheads": {"host_flops_per_s": 8e10}})
+    with pytest.raises(ConfigError, match="must be FLOP/s > 0"):
+        problem_host_flops({"compute_host_flops": -1.0})
+
+
 @pytest.mark.slow
 def test_without_namespaces_it_runs_unshaped_on_loopback_and_says_so(inputs, tmp_path, monkeypatch, caplog):
     import hetsfl.emulation

@@ -22,7 +22,8 @@ import math
 
 from hetsfl.errors import ConfigError
 
-__all__ = ["MEASURED_OVERHEADS", "measured_compute_problem", "measured_overheads", "measured_seconds_per_cut"]
+__all__ = ["MEASURED_OVERHEADS", "measured_compute_problem", "measured_overheads", "measured_seconds_per_cut",
+           "problem_host_flops"]
 
 
 def measured_compute_problem(problem: dict, profile: dict, host_flops: float) -> dict:
@@ -111,3 +112,28 @@ def measured_overheads(overheads: dict, batch_costs: dict | None, host_flops: fl
         record[f"{side}_s"] = batch_costs.get(f"{side}_s")
     record.update(batch_size=batch_costs.get("batch_size"), method=batch_costs.get("method"))
     return out, record
+
+
+def problem_host_flops(meta: dict) -> float | None:
+    """The host FLOP/s H with which the problem's FLOP-equivalents were made from measured CPU seconds
+    (meta.compute_host_flops of ``compute_model: measured``, meta.measured_overheads.host_flops_per_s of
+    ``overheads: measured``; both are the profile's H), or None if the problem has none (the FLOP model).
+
+    Whoever turns those FLOP-equivalents back into host CPU time (the emulate stage's pacing) must use this H:
+    with another measurement of H, every predicted compute term is off by their ratio (two calibrations on
+    this host differed by 19 %). ConfigError if the two records disagree (a hand-edited problem)."""
+    found = {}
+    compute = meta.get("compute_host_flops")
+    if compute is not None:
+        found["meta.compute_host_flops"] = compute
+    over = meta.get("measured_overheads")
+    if isinstance(over, dict) and over.get("host_flops_per_s") is not None:
+        found["meta.measured_overheads.host_flops_per_s"] = over["host_flops_per_s"]
+    for where, value in found.items():
+        if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"the problem's {where} must be FLOP/s > 0, got {value!r}; rerun the problem stage")
+    values = {float(v) for v in found.values()}
+    if len(values) > 1:
+        raise ConfigError(f"the problem's host FLOP/s records disagree ({found}); rerun the problem stage, which "
+                          "takes both from the same profile")
+    return values.pop() if values else None

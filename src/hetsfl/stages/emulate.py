@@ -220,6 +220,7 @@ def stage_emulate(
     ``out_dir`` and the predicted-versus-measured table to ``table_path``; return the table."""
     from hetsfl.emulation import available as net_available
     from hetsfl.optim.problem import Problem
+    from hetsfl.optim.refine import problem_host_flops
 
     for m in methods:
         emulate_method(m)
@@ -257,7 +258,14 @@ def stage_emulate(
     torch.manual_seed(seed)
     c, h, w = (int(d) for d in train.x.shape[1:])
     net_model = build_model(model, train.num_classes, (c, h, w))
-    host_flops = calibrate_model(net_model, int(problem.batch.max()))
+    calibrated = calibrate_model(net_model, int(problem.batch.max()))
+    # pace with the H the problem's FLOP-equivalents were made with, if any (measured compute model or
+    # overheads), so that prediction and pacing convert CPU seconds alike; else this host's calibration
+    from_problem = problem_host_flops(problem.meta)
+    host_flops = calibrated if from_problem is None else from_problem
+    host_source = "calibrated" if from_problem is None else "problem"
+    logger.info("host FLOP/s per CPU-second: %.4g calibrated now, %s in the problem; pacing with the %s value",
+                calibrated, "none" if from_problem is None else f"{from_problem:.4g}", host_source)
     cores = float(os.cpu_count() or 1) if cores is None else float(cores)
     shares = {m: (list(problem.server_share(True)[:1]) if solutions[m].get("sequential")
                   else [] if EMULATE_METHODS[m] == "fl" else list(problem.server_share(False)))
@@ -273,8 +281,10 @@ def stage_emulate(
     out_dir = Path(out_dir)
     tables: list[pd.DataFrame] = []
     methods_meta: dict[str, dict] = {}
-    meta: dict[str, object] = {"alpha": alpha, "alpha_source": how, "host_flops": host_flops, "emulated": emulated,
-                        "unavailable_reason": None if emulated else reason, "cores": cores, "methods": methods_meta}
+    meta: dict[str, object] = {"alpha": alpha, "alpha_source": how, "host_flops": host_flops,
+                               "host_flops_source": host_source, "host_flops_calibrated": calibrated,
+                               "emulated": emulated, "unavailable_reason": None if emulated else reason,
+                               "cores": cores, "methods": methods_meta}
     # every method's prediction and paces first: a configured alpha too small for one of them fails before
     # any method has run
     preds = {m: predicted_terms(problem, solutions[m], alpha, local_iters) for m in methods}
